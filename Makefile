@@ -1,0 +1,65 @@
+# Training Deep Networks: build the book and test the companion package.
+#   make book    set up .venv if needed, execute every chapter with papermill, render _build/html
+#   make test    set up .venv if needed, build the book in the quick profile, run the whole test suite
+# Overridable: make book PROFILE=full DEVICE=cuda SEED=0   (PROFILE=auto: full with a GPU, quick without)
+
+SHELL      := /bin/bash
+PYTHON     ?= python3
+VENV       ?= .venv
+PY         := $(VENV)/bin/python
+PROFILE    ?= auto
+DEVICE     ?= auto
+SEED       ?= 0
+# The CPU wheel of torch, pinned. With a GPU, install your CUDA build of torch into .venv first
+# (or pass TORCH_SPEC='torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128'); see README.
+TORCH_SPEC ?= torch==2.13.0
+EXTRAS     ?= keras,book,dev
+STAMP      := $(VENV)/.installed-$(shell echo '$(EXTRAS)' | tr ',' '-')
+TEST_BUILD := _build/test
+
+.PHONY: install book test lab notebooks data lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	@# torch before the package, so the dependency `torch>=2.2` is already met by the build chosen here.
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(TORCH_SPEC)
+	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	@# A kernel spec inside the venv, so papermill and JupyterLab run chapters with this environment.
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (dltricks)" >/dev/null
+	@touch $@
+
+data: $(STAMP)
+	$(PY) -m dltricks.data
+
+book: $(STAMP)
+	$(PY) tools/build_book.py --profile $(PROFILE) --device $(DEVICE) --seed $(SEED)
+
+# The tests check the quick profile's claims, so they build their own copy of the book in $(TEST_BUILD)
+# and never overwrite the one `make book` made.
+test: $(STAMP)
+	$(PY) tools/build_book.py --profile quick --device $(DEVICE) --seed $(SEED) --build-dir $(TEST_BUILD)
+	DLTRICKS_BUILD_DIR=$(TEST_BUILD) $(PY) -m pytest
+
+lint: $(STAMP)
+	$(PY) -m ruff check companion tests tools
+	$(PY) -m ruff format --check companion tests tools
+
+lab: $(STAMP)
+	@mkdir -p $(VENV)/share/jupyter/lab/settings
+	@# Open the chapters' .md files as notebooks on double-click (Jupytext's viewer).
+	@echo '{"@jupyterlab/docmanager-extension:plugin": {"defaultViewers": {"markdown": "Jupytext Notebook", "myst": "Jupytext Notebook"}}}' \
+		> $(VENV)/share/jupyter/lab/settings/overrides.json
+	cd book && ../$(VENV)/bin/jupyter lab
+
+notebooks: $(STAMP)
+	@mkdir -p _build/notebooks
+	@for f in book/*.md; do \
+		if head -c 2000 $$f | grep -q 'kernelspec:'; then \
+			$(PY) -m jupytext --quiet --to ipynb -o _build/notebooks/$$(basename $${f%.md}).ipynb $$f; fi; done
+	@echo "notebooks written to _build/notebooks/"
+
+clean:
+	rm -rf _build

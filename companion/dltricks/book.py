@@ -1,0 +1,262 @@
+"""What every chapter notebook shares: profiles, seeds, and recording measured numbers.
+
+A chapter's prose never contains a typed-in result. Each measured number goes through :func:`record`, which
+
+1. glues it into the notebook (myst-nb ``glue``), so the text shows it with ``{glue:text}`name```, and
+2. writes it, with the run's profile, device, seeds and versions, to ``_build/results/<chapter>.json``,
+   where the chapter tests check the claims the prose makes.
+
+Values measured over several seeds are recorded as the list of per-seed values; the glued text is
+``mean ± std`` (sample standard deviation) and the JSON keeps every value, so a test can recompute anything.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import numbers
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dltricks._checks import check_choice, check_int, check_type, fail
+
+PROFILES = ("smoke", "quick", "full")
+"""``quick``: about two minutes per chapter on two CPU cores; ``full``: the published sizes, for a GPU;
+``smoke``: the smallest sizes that still run every cell, used by the nbval re-execution test."""
+
+RESULTS_ENV = "DLTRICKS_RESULTS_DIR"
+
+_current: Chapter | None = None
+
+
+def pick(profile: str, **by_profile: Any) -> Any:
+    """Return the value for ``profile``: ``pick(PROFILE, quick=3, full=5)``.
+
+    A missing ``smoke`` entry falls back to ``quick``, so chapters only spell out what differs.
+    """
+    check_choice("profile", profile, PROFILES)
+    if not by_profile:
+        raise ValueError("`by_profile` must give at least one profile's value. Received: by_profile={}")
+    if profile in by_profile:
+        return by_profile[profile]
+    if profile == "smoke" and "quick" in by_profile:
+        return by_profile["quick"]
+    raise ValueError(
+        f"`by_profile` has no value for profile {profile!r}. Received: by_profile={by_profile!r}"
+    )
+
+
+def mean_std(values: Sequence[float] | np.ndarray) -> tuple[float, float]:
+    """Mean and sample standard deviation (``ddof=1``; 0.0 for a single value) of per-seed values."""
+    arr = np.asarray(values, dtype=float).ravel()
+    if arr.size == 0:
+        fail("values", "a non-empty sequence of numbers", values)
+    return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
+
+
+def format_value(value: Any, fmt: str = "{:.3g}") -> str:
+    """The text a reader sees: ``fmt`` applied to a number, or ``mean ± std`` for a sequence of numbers."""
+    if isinstance(value, str):
+        return value
+    if _is_number(value):
+        return fmt.format(value)
+    if _is_number_sequence(value):
+        m, s = mean_std(value)
+        return f"{fmt.format(m)} ± {fmt.format(s)}"
+    fail("value", "a number, a string or a sequence of numbers", value, TypeError)
+    return ""  # unreachable; keeps type checkers content
+
+
+def default_results_dir() -> Path:
+    """``$DLTRICKS_RESULTS_DIR``, else ``<book root>/_build/results`` found by walking up to ``_toc.yml``."""
+    if os.environ.get(RESULTS_ENV):
+        return Path(os.environ[RESULTS_ENV])
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / "_toc.yml").exists():
+            return folder / "_build" / "results"
+    return here / "_build" / "results"
+
+
+class Chapter:
+    """The record of one chapter's execution: parameters, environment and measured results.
+
+    Args:
+        name: the chapter's file stem, e.g. ``"generalization"``; names the JSON file.
+        profile: ``"smoke"``, ``"quick"`` or ``"full"``.
+        device: the device the chapter computes on (a name or ``torch.device``).
+        seeds: the seeds whose runs are averaged.
+        results_dir: where to write ``<name>.json`` (default :func:`default_results_dir`).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        profile: str,
+        device: Any,
+        seeds: Sequence[int],
+        results_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        check_type("name", name, str, "a non-empty string")
+        if not name or "/" in name:
+            fail("name", "a non-empty file stem without '/'", name)
+        check_choice("profile", profile, PROFILES)
+        if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence) or not seeds:
+            fail("seeds", "a non-empty sequence of integers", seeds, TypeError)
+        self.name, self.profile, self.device = name, profile, str(device)
+        self.seeds = [check_int("seeds[i]", s) for s in seeds]
+        self.path = Path(results_dir or default_results_dir()) / f"{name}.json"
+        self.results: dict[str, dict[str, Any]] = {}
+        self._t0 = time.perf_counter()
+        self.started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        self._write()
+
+    def record(self, name: str, value: Any, fmt: str = "{:.3g}", *, glue: bool = True) -> Any:
+        """Store ``value`` under ``name``, glue its text into the notebook, rewrite the JSON; return ``value``.
+
+        Args:
+            name: the glue key, used in the prose as ``{glue:text}`name```.
+            value: a number, a string, or a sequence of per-seed numbers (shown as ``mean ± std``).
+            fmt: a ``str.format`` pattern for numbers, e.g. ``"{:.1%}"`` or ``"{:.2f}"``.
+            glue: also glue into the notebook (default); off for values only tests read.
+        """
+        check_type("name", name, str, "a string")
+        text = format_value(value, fmt)
+        entry: dict[str, Any] = {"text": text}
+        if _is_number_sequence(value) and not isinstance(value, str):
+            values = [float(v) for v in np.asarray(value, dtype=float).ravel()]
+            entry |= {"values": values, "mean": mean_std(values)[0], "std": mean_std(values)[1]}
+        elif _is_number(value):
+            entry["value"] = value.item() if hasattr(value, "item") else value
+        else:
+            entry["value"] = value
+        self.results[name] = entry
+        self._write()
+        if glue:
+            from myst_nb import glue as _glue  # imported late: the package works without the book tools
+
+            _glue(name, text, display=False)
+        return value
+
+    def metadata(self) -> dict[str, Any]:
+        """Profile, device, seeds, versions, start date, commit and wall time so far."""
+        return {
+            "chapter": self.name,
+            "profile": self.profile,
+            "device": self.device,
+            "device_name": _device_name(self.device),
+            "seeds": self.seeds,
+            "started": self.started,
+            "wall_time_s": round(time.perf_counter() - self._t0, 2),
+            "commit": _git_commit(),
+            "versions": _versions(),
+        }
+
+    def _write(self) -> None:
+        payload = self.metadata() | {"results": self.results}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Atomic: a reader (or a crash) never sees half a file.
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.name}.", suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(payload, fh, indent=2, sort_keys=False, default=_json_default)
+        os.replace(tmp, self.path)
+
+
+def start_chapter(name: str, *, profile: str, device: Any, seeds: Sequence[int], **kwargs: Any) -> Chapter:
+    """Begin recording chapter ``name``; later :func:`record` calls go to it."""
+    global _current
+    _current = Chapter(name, profile=profile, device=device, seeds=seeds, **kwargs)
+    return _current
+
+
+def record(name: str, value: Any, fmt: str = "{:.3g}", *, glue: bool = True) -> Any:
+    """Record ``value`` in the current chapter (see :meth:`Chapter.record`)."""
+    if _current is None:
+        raise RuntimeError("no chapter is being recorded: call dltricks.book.start_chapter(...) first")
+    return _current.record(name, value, fmt, glue=glue)
+
+
+def load_results(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a chapter's results JSON (as written by :class:`Chapter`)."""
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def tensorflow_available() -> bool:
+    """Whether TensorFlow can be imported here (the Keras cells run only then)."""
+    import importlib.util
+
+    return importlib.util.find_spec("tensorflow") is not None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (numbers.Real, np.number)) and not isinstance(value, bool)
+
+
+def _is_number_sequence(value: Any) -> bool:
+    if isinstance(value, (str, bytes, Mapping)):
+        return False
+    try:
+        arr = np.asarray(value)
+    except Exception:  # noqa: BLE001 - anything that does not convert is simply not a sequence of numbers
+        return False
+    return arr.ndim >= 1 and arr.size > 0 and np.issubdtype(arr.dtype, np.number)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    return str(obj)
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--abbrev=12"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.get_device_name(torch.device(device))
+    return platform.processor() or platform.machine()
+
+
+def _versions() -> dict[str, str]:
+    import torch
+
+    import dltricks
+
+    versions = {"python": platform.python_version(), "dltricks": dltricks.__version__}
+    versions |= {"numpy": np.__version__, "torch": torch.__version__}
+    # Only report TensorFlow if the chapter imported it: importing it here would cost seconds.
+    if "tensorflow" in sys.modules:
+        versions["tensorflow"] = sys.modules["tensorflow"].__version__
+    if "keras" in sys.modules:
+        versions["keras"] = getattr(sys.modules["keras"], "__version__", "unknown")
+    return versions

@@ -1,0 +1,422 @@
+"""Find, verify, download and split Fashion-MNIST.
+
+Each of the four files is looked up in this order, and the first one found is used:
+
+1. ``$DLTRICKS_DATA``, directly or in its ``fashion-mnist/`` subdirectory (``.gz`` or uncompressed);
+2. the user cache, :func:`cache_dir`;
+3. the Debian package ``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist``);
+4. a download from the official mirror into the cache (only with ``download=True``).
+
+Every file is verified by the SHA-256 of its *decompressed* bytes, since gzip wrappers differ between
+sources while the IDX contents do not. Run ``python -m dltricks.data`` to see where each file comes from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import hashlib
+import os
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from dltricks._checks import check_float, check_int, check_type, fail
+from dltricks.idx import decompress, read_idx
+
+# SHA-256 of the decompressed IDX bytes. Tests replace this dict (and MIRROR, DEBIAN_DIR) with monkeypatch,
+# so every function reads these module globals at call time instead of binding them as defaults.
+FASHION_MNIST_FILES: dict[str, str] = {
+    "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+    "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+    "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+    "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+}
+CLASS_NAMES: tuple[str, ...] = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)  # fmt: skip
+MIRROR = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+ENV_VAR = "DLTRICKS_DATA"
+DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
+DEBIAN_PACKAGE = "dataset-fashion-mnist"
+_DOWNLOAD_TIMEOUT_S = 60
+
+
+class DataNotFoundError(FileNotFoundError):
+    """No source (environment variable, cache, Debian package, mirror) provided the data set."""
+
+
+class FashionMNIST(NamedTuple):
+    """The four Fashion-MNIST arrays: numpy (uint8 images, int64 labels) or torch tensors."""
+
+    x_train: Any
+    y_train: Any
+    x_test: Any
+    y_test: Any
+
+
+def cache_dir() -> Path:
+    """Return the download cache, ``$XDG_CACHE_HOME/dltricks/fashion-mnist`` or ``~/.cache/...``.
+
+    Returns:
+        The directory path; it is created only when something is downloaded into it.
+    """
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    # The XDG spec says relative values are invalid and must be ignored.
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
+    return base / "dltricks" / "fashion-mnist"
+
+
+# Files already verified, keyed by (path, size, mtime_ns, hash): re-hashing 47 MB on every call would make
+# repeated loads in a notebook slow, and a change to the file changes its size or mtime.
+_VERIFIED: set[tuple[str, int, int, str]] = set()
+
+
+def _stat_key(path: Path, sha256: str) -> tuple[str, int, int, str]:
+    st = path.stat()
+    return (str(path.resolve()), st.st_size, st.st_mtime_ns, sha256)
+
+
+def _verified_bytes(raw: bytes, sha256: str, where: str) -> bytes:
+    """Decompress ``raw`` and check its SHA-256; the ValueError names ``where`` and both hashes."""
+    try:
+        data = decompress(raw)
+    except ValueError as exc:
+        raise ValueError(
+            f"{where} is not a valid gzip file, it is truncated or corrupt ({exc.__cause__ or exc}); "
+            f"expected the SHA-256 of its decompressed bytes to be {sha256}."
+        ) from exc
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != sha256:
+        raise ValueError(
+            f"{where} failed verification: the SHA-256 of its decompressed bytes is {actual}, expected "
+            f"{sha256}. It is corrupt, truncated, or not the Fashion-MNIST file of that name."
+        )
+    return data
+
+
+def _verify(path: Path, sha256: str) -> None:
+    key = _stat_key(path, sha256)
+    if key not in _VERIFIED:
+        _verified_bytes(path.read_bytes(), sha256, str(path))
+        _VERIFIED.add(key)
+
+
+def _first_existing(directories: list[Path], stem: str) -> Path | None:
+    for directory in directories:
+        for name in (stem, stem + ".gz"):
+            if (directory / name).is_file():
+                return directory / name
+    return None
+
+
+def _find_local(stem: str, sha256: str) -> tuple[Path, str] | None:
+    """Return ``(path, source)`` of the first local copy of ``stem``, verified; None if there is none."""
+    env = os.environ.get(ENV_VAR, "")
+    if env:
+        path = _first_existing([Path(env), Path(env) / "fashion-mnist"], stem)
+        if path is not None:
+            # A bad file the user pointed us at is an error, not something to silently route around.
+            _verify(path, sha256)
+            return path, "env"
+    cached = cache_dir() / stem
+    if cached.is_file():
+        try:
+            _verify(cached, sha256)
+            return cached, "cache"
+        except ValueError as exc:
+            # The cache is ours to repair: drop the bad copy and fall through to the other sources.
+            warnings.warn(f"Deleting a corrupt cached file and fetching it again: {exc}", stacklevel=4)
+            cached.unlink(missing_ok=True)
+    path = _first_existing([DEBIAN_DIR], stem)
+    if path is not None:
+        _verify(path, sha256)
+        return path, "debian"
+    return None
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that the final name only ever holds the complete contents."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _download(stem: str, sha256: str, mirror: str) -> Path:
+    """Fetch ``<mirror><stem>.gz`` into the cache, verify it, and store the decompressed IDX bytes."""
+    import pooch  # imported here: only downloads need it (and, through it, requests)
+
+    url = mirror.rstrip("/") + "/" + stem + ".gz"
+    target = cache_dir() / stem
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{stem}.", suffix=".download")
+    try:
+        with os.fdopen(fd, "w+b") as f:
+            pooch.HTTPDownloader(progressbar=False, timeout=_DOWNLOAD_TIMEOUT_S)(url, f, None)
+            f.seek(0)
+            raw = f.read()
+    finally:
+        # Whatever happened (success, HTTP error, Ctrl-C), the raw download goes: we keep only verified IDX.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    data = _verified_bytes(raw, sha256, f"The download from {url}")
+    _atomic_write(target, data)
+    _VERIFIED.add(_stat_key(target, sha256))
+    return target
+
+
+def _not_found(missing: list[str], mirror: str, reason: str) -> DataNotFoundError:
+    env = os.environ.get(ENV_VAR, "")
+    return DataNotFoundError(
+        f"Fashion-MNIST file(s) not found: {', '.join(missing)}.\n"
+        f"Searched: ${ENV_VAR} ({env or 'not set'}), the cache {cache_dir()}, and {DEBIAN_DIR}.\n"
+        "Provide the data in one of these ways:\n"
+        f"  - set {ENV_VAR} to a directory holding the files (.gz or not, optionally in fashion-mnist/);\n"
+        f"  - install the Debian package {DEBIAN_PACKAGE}: sudo apt-get install {DEBIAN_PACKAGE};\n"
+        f"  - download from the mirror {mirror} with download=True.\n"
+        f"{reason}"
+    )
+
+
+def _locate(download: bool, mirror: str | None) -> dict[str, tuple[Path, str]]:
+    """Map each stem to ``(verified path, source)``; ``source`` is env, cache, debian or download."""
+    check_type("download", download, bool, "a bool")
+    mirror = MIRROR if mirror is None else check_type("mirror", mirror, str, "a URL string")
+    files = dict(FASHION_MNIST_FILES)
+    found = {stem: _find_local(stem, sha) for stem, sha in files.items()}
+    missing = [stem for stem, hit in found.items() if hit is None]
+    if missing and not download:
+        raise _not_found(missing, mirror, "No download was attempted because download=False.")
+    for stem in missing:
+        try:
+            found[stem] = (_download(stem, files[stem], mirror), "download")
+        except OSError as exc:  # requests' errors are OSErrors too: connection, HTTP status, timeouts
+            raise _not_found(missing, mirror, f"The download failed: {exc}") from exc
+    return {stem: hit for stem, hit in found.items() if hit is not None}
+
+
+def locate_fashion_mnist(*, download: bool = True, mirror: str | None = None) -> dict[str, Path]:
+    """Find (and if needed download) the four Fashion-MNIST files, each verified by SHA-256.
+
+    Args:
+        download: Fetch missing files from the mirror into :func:`cache_dir`.
+        mirror: Base URL holding ``<stem>.gz``; None means :data:`MIRROR`, the official mirror.
+
+    Returns:
+        A dict mapping each file stem of :data:`FASHION_MNIST_FILES` to its verified path.
+
+    Raises:
+        TypeError: If ``download`` is not a bool or ``mirror`` not a string.
+        ValueError: If a file found in ``$DLTRICKS_DATA``, the Debian directory or a download fails
+            verification; the message names the file and both hashes.
+        DataNotFoundError: If some file has no source; one message lists every way to provide it.
+    """
+    return {stem: path for stem, (path, _) in _locate(download, mirror).items()}
+
+
+@functools.lru_cache(maxsize=2)
+def _load_arrays(key: tuple[tuple[str, str, int, int], ...]) -> tuple[np.ndarray, ...]:
+    """Parse the four files; keyed on (path, hash, size, mtime) so a changed file is read again."""
+    arrays = [read_idx(_verified_bytes(Path(path).read_bytes(), sha, path)) for path, sha, _, _ in key]
+    x_train, y_train, x_test, y_test = arrays
+    for x, y, part in ((x_train, y_train, "train"), (x_test, y_test, "test")):
+        if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
+            raise ValueError(f"Fashion-MNIST {part} files disagree: images {x.shape}, labels {y.shape}.")
+    out = (x_train, y_train.astype(np.int64), x_test, y_test.astype(np.int64))
+    for array in out:
+        array.flags.writeable = False  # the cached arrays are shared; callers get copies
+    return out
+
+
+def load_fashion_mnist(
+    *, download: bool = True, as_tensors: bool = False, mirror: str | None = None
+) -> FashionMNIST:
+    """Load Fashion-MNIST, parsed once per process and copied out on each call.
+
+    Args:
+        download: Fetch missing files from the mirror (see :func:`locate_fashion_mnist`).
+        as_tensors: Return torch tensors: float32 images in [0, 1] of shape (N, 1, 28, 28) and int64 labels.
+        mirror: Base URL of the mirror; None means :data:`MIRROR`.
+
+    Returns:
+        ``FashionMNIST(x_train, y_train, x_test, y_test)``; by default uint8 images of shape (N, 28, 28)
+        and int64 labels as numpy arrays (60000 train and 10000 test examples).
+
+    Raises:
+        TypeError: If an argument has the wrong type.
+        ValueError: If a file fails verification.
+        DataNotFoundError: If some file has no source.
+    """
+    check_type("as_tensors", as_tensors, bool, "a bool")
+    paths = locate_fashion_mnist(download=download, mirror=mirror)
+    # In the order of FASHION_MNIST_FILES (train images, train labels, test images, test labels).
+    key = tuple(
+        (str(p), FASHION_MNIST_FILES[s], p.stat().st_size, p.stat().st_mtime_ns) for s, p in paths.items()
+    )
+    arrays = _load_arrays(key)
+    if not as_tensors:
+        return FashionMNIST(*(a.copy() for a in arrays))
+    import torch  # imported here so that finding the data does not pay torch's import time
+
+    # uint8 -> float32 in torch: one pass, multithreaded, and the copy never aliases the cached array.
+    x_train, y_train, x_test, y_test = (torch.from_numpy(a.copy()) for a in arrays)
+    return FashionMNIST(
+        x_train.unsqueeze(1).float() / 255, y_train, x_test.unsqueeze(1).float() / 255, y_test
+    )
+
+
+def _check_xy(x: Any, y: Any) -> tuple[int, np.ndarray]:
+    """Validate a pair of arrays/tensors; return the length and the labels as a numpy array."""
+    torch = sys.modules.get("torch")  # if torch was never imported, nothing can be a tensor
+    types: tuple[type, ...] = (np.ndarray,) if torch is None else (np.ndarray, torch.Tensor)
+    check_type("x", x, types, "a numpy array or torch tensor")
+    check_type("y", y, types, "a numpy array or torch tensor")
+    if x.ndim == 0:
+        raise ValueError(f"`x` must have the examples along a first axis. Received: x.shape={tuple(x.shape)}")
+    if y.ndim != 1:
+        raise ValueError(f"`y` must be a 1-D array of labels. Received: y.shape={tuple(y.shape)}")
+    if len(x) != len(y):
+        raise ValueError(f"`y` must have one label per example of `x` ({len(x)}). Received: len(y)={len(y)}")
+    labels = y.detach().cpu().numpy() if not isinstance(y, np.ndarray) else y
+    return len(x), labels
+
+
+def _take(a: Any, idx: np.ndarray) -> Any:
+    if isinstance(a, np.ndarray):
+        return a[idx]
+    import torch
+
+    return a[torch.from_numpy(idx).to(a.device)]
+
+
+def _largest_remainder(quotas: np.ndarray, total: int) -> np.ndarray:
+    """Round ``quotas`` (summing to ``total``) to integers with the same sum, each off by less than one."""
+    counts = np.floor(quotas).astype(np.int64)
+    # Stable sort so that ties go to the earlier class, which keeps the result deterministic.
+    order = np.argsort(-(quotas - counts), kind="stable")
+    counts[order[: total - int(counts.sum())]] += 1
+    return counts
+
+
+def _pick(rng: np.random.Generator, inverse: np.ndarray, per_class: np.ndarray) -> np.ndarray:
+    """Draw ``per_class[c]`` random indices among those with ``inverse == c``, for every class ``c``."""
+    return np.concatenate(
+        [rng.permutation(np.flatnonzero(inverse == c))[:k] for c, k in enumerate(per_class)]
+    )
+
+
+def train_val_split(
+    x: Any, y: Any, *, val_size: int | float, seed: int, stratify: bool = False
+) -> tuple[Any, Any, Any, Any]:
+    """Split ``(x, y)`` into a training and a validation part, reproducibly for a seed.
+
+    Args:
+        x: Examples, a numpy array or torch tensor with the examples along the first axis.
+        y: The 1-D labels of ``x``, same type family.
+        val_size: Number of validation examples (int in [1, N-1]) or their fraction (float in (0, 1)).
+        seed: Seed of ``np.random.default_rng``; the same seed gives the same split.
+        stratify: Keep each class's proportion in both parts (to within one example per class).
+
+    Returns:
+        ``(x_train, y_train, x_val, y_val)``, each part in the original order of the examples.
+
+    Raises:
+        TypeError: If an argument has the wrong type.
+        ValueError: If ``x`` and ``y`` disagree in length or ``val_size`` leaves a part empty.
+    """
+    n, labels = _check_xy(x, y)
+    if isinstance(val_size, float | np.floating):
+        fraction = check_float(
+            "val_size", val_size, minimum=0, maximum=1, min_inclusive=False, max_inclusive=False
+        )
+        n_val = round(fraction * n)
+        if not 1 <= n_val <= n - 1:
+            fail("val_size", f"a fraction leaving both parts non-empty for {n} examples", val_size)
+    elif isinstance(val_size, int | np.integer) and not isinstance(val_size, bool):
+        n_val = check_int("val_size", val_size, minimum=1, maximum=n - 1)
+    else:
+        fail("val_size", "an int count or a float fraction in (0, 1)", val_size, TypeError)
+    seed = check_int("seed", seed, minimum=0)
+    check_type("stratify", stratify, bool, "a bool")
+    rng = np.random.default_rng(seed)
+    if stratify:
+        _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+        val_idx = _pick(rng, inverse, _largest_remainder(counts * n_val / n, n_val))
+    else:
+        val_idx = rng.permutation(n)[:n_val]
+    is_val = np.zeros(n, dtype=bool)
+    is_val[val_idx] = True
+    train_idx, val_idx = np.flatnonzero(~is_val), np.flatnonzero(is_val)
+    return _take(x, train_idx), _take(y, train_idx), _take(x, val_idx), _take(y, val_idx)
+
+
+def subsample(x: Any, y: Any, *, n: int, seed: int, stratify: bool = True) -> tuple[Any, Any]:
+    """Draw a reproducible subset of ``n`` examples, balanced over classes when ``stratify``.
+
+    Args:
+        x: Examples, a numpy array or torch tensor with the examples along the first axis.
+        y: The 1-D labels of ``x``.
+        n: Subset size, in [1, len(x)].
+        seed: Seed of ``np.random.default_rng``.
+        stratify: Give every class the same number of examples (to within one); a class with too few
+            examples contributes all it has and the others make up the difference.
+
+    Returns:
+        ``(x_subset, y_subset)`` in the original order of the examples.
+
+    Raises:
+        TypeError: If an argument has the wrong type.
+        ValueError: If ``x`` and ``y`` disagree in length or ``n`` is out of range.
+    """
+    total, labels = _check_xy(x, y)
+    n = check_int("n", n, minimum=1, maximum=total)
+    seed = check_int("seed", seed, minimum=0)
+    check_type("stratify", stratify, bool, "a bool")
+    rng = np.random.default_rng(seed)
+    if not stratify:
+        idx = np.sort(rng.permutation(total)[:n])
+        return _take(x, idx), _take(y, idx)
+    _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    # Fill the smallest classes first so a short class's deficit spreads over the larger ones; the random
+    # permutation before the stable sort decides which equal-sized classes get the leftover examples.
+    order = rng.permutation(len(counts))
+    order = order[np.argsort(counts[order], kind="stable")]
+    take = np.zeros(len(counts), dtype=np.int64)
+    remaining = n
+    for i, c in enumerate(order):
+        take[c] = min(counts[c], remaining // (len(counts) - i))
+        remaining -= take[c]
+    idx = np.sort(_pick(rng, inverse, take))
+    return _take(x, idx), _take(y, idx)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print where each Fashion-MNIST file was found; return 0, or print the error and return 1."""
+    parser = argparse.ArgumentParser(prog="python -m dltricks.data", description=main.__doc__)
+    parser.add_argument("--no-download", action="store_true", help="do not fetch missing files")
+    args = parser.parse_args(argv)
+    try:
+        found = _locate(not args.no_download, None)
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for stem, (path, source) in found.items():
+        print(f"{stem:<26} {source:<8} {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
