@@ -16,6 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
 from dltricks import data, idx
 from dltricks.data import (
     DataNotFoundError,
@@ -24,9 +28,6 @@ from dltricks.data import (
     subsample,
     train_val_split,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
 
 OFFICIAL_MIRROR = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 STEMS = list(data.FASHION_MNIST_FILES)

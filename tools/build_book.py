@@ -67,7 +67,8 @@ def execute(md: Path, out: Path, params: dict, env_extra: dict) -> float:
     )
     tmp = out.with_suffix(".input.ipynb")
     jupytext.write(nb, tmp, fmt="ipynb")
-    os.environ.update(env_extra)
+    saved = {k: os.environ.get(k) for k in env_extra}
+    os.environ.update(env_extra)  # the kernel inherits this process's environment
     t0 = time.perf_counter()
     try:
         pm.execute_notebook(
@@ -81,6 +82,11 @@ def execute(md: Path, out: Path, params: dict, env_extra: dict) -> float:
         )
     finally:
         tmp.unlink(missing_ok=True)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     return time.perf_counter() - t0
 
 

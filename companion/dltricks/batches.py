@@ -79,5 +79,5 @@ class TensorBatches:
                 yield self.x[idx], self.y[idx]
 
     def in_order(self) -> TensorBatches:
-        """The same tensors as batches in their stored order, for evaluation (leaves this object's epochs alone)."""
+        """The same tensors in their stored order, for evaluation; this object's epoch count is untouched."""
         return TensorBatches(self.x, self.y, self.batch_size, shuffle=False)

@@ -72,7 +72,8 @@ def format_value(value: Any, fmt: str = "{:.3g}") -> str:
         return fmt.format(value)
     if _is_number_sequence(value):
         m, s = mean_std(value)
-        return f"{fmt.format(m)} ± {fmt.format(s)}"
+        # A sign flag in fmt ("{:+.2f}") is for the mean; a spread has no sign.
+        return f"{fmt.format(m)} ± {fmt.format(s).lstrip('+')}"
     fail("value", "a number, a string or a sequence of numbers", value, TypeError)
     return ""  # unreachable; keeps type checkers content
 
@@ -123,7 +124,7 @@ class Chapter:
         self._write()
 
     def record(self, name: str, value: Any, fmt: str = "{:.3g}", *, glue: bool = True) -> Any:
-        """Store ``value`` under ``name``, glue its text into the notebook, rewrite the JSON; return ``value``.
+        """Store ``value`` as ``name``, glue its text into the notebook, rewrite the JSON; return ``value``.
 
         Args:
             name: the glue key, used in the prose as ``{glue:text}`name```.

@@ -52,11 +52,12 @@ def l1_penalty(params: Iterable[torch.Tensor], strength: float) -> torch.Tensor:
 
 @torch.no_grad()
 def soft_threshold_(params: Iterable[torch.Tensor], threshold: float) -> None:
-    r"""In place :math:`w \leftarrow \mathrm{sign}(w)\max(|w| - t, 0)`, the proximal operator of :math:`t\|w\|_1`.
+    r"""In place :math:`w \leftarrow \mathrm{sign}(w)\max(|w| - t, 0)`: the proximal map of :math:`t\|w\|_1`.
 
     References:
         Donoho, "De-noising by soft-thresholding", IEEE Trans. Inf. Theory, 1995;
-        Beck & Teboulle, "A Fast Iterative Shrinkage-Thresholding Algorithm", SIAM J. Imaging Sci., 2009, eq. 1.4.
+        Beck & Teboulle, "A Fast Iterative Shrinkage-Thresholding Algorithm", SIAM J. Imaging Sci.,
+        2009, eq. 1.4.
     """
     t = check_float("threshold", threshold, minimum=0.0)
     for p in _tensors(params):

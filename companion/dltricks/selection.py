@@ -20,7 +20,8 @@ def kfold_indices(
 
     The examples (shuffled first when ``shuffle``) are cut into ``k`` contiguous folds; the first
     ``n % k`` folds get one extra example. Fold ``i`` validates on its own examples and trains on the
-    other ``k - 1`` folds, so every example is validated exactly once.
+    other ``k - 1`` folds, so every example is validated exactly once. Both index arrays are returned
+    sorted, as scikit-learn returns them.
 
     Convention: this reproduces scikit-learn's ``KFold(n_splits=k, shuffle=shuffle, random_state=seed)``
     split for split (the shuffle is ``np.random.RandomState(seed).shuffle``), which the tests check.
@@ -47,9 +48,9 @@ def kfold_indices(
     sizes[: n % k] += 1
     start = 0
     for size in sizes:
-        val = indices[start : start + size]
-        train = np.concatenate([indices[:start], indices[start + size :]])
-        yield train, val
+        in_fold = np.zeros(n, dtype=bool)
+        in_fold[indices[start : start + size]] = True
+        yield np.flatnonzero(~in_fold), np.flatnonzero(in_fold)
         start += size
 
 

@@ -1,0 +1,52 @@
+"""Shared fixtures: where the built book lives, and building it when it is missing.
+
+`make test` builds the book in the quick profile into ``_build/test`` before running pytest and passes
+``DLTRICKS_BUILD_DIR``; running ``pytest`` directly builds it on first use of a book fixture.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+
+
+@pytest.fixture(scope="session")
+def build_dir() -> Path:
+    path = Path(os.environ.get("DLTRICKS_BUILD_DIR", ROOT / "_build" / "test"))
+    return path if path.is_absolute() else ROOT / path
+
+
+@pytest.fixture(scope="session")
+def built_book(build_dir: Path) -> Path:
+    """The build directory, with executed chapters, results and HTML (built here if missing)."""
+    if not (build_dir / "html" / "index.html").exists():
+        cmd = [
+            sys.executable,
+            str(ROOT / "tools" / "build_book.py"),
+            "--profile",
+            "quick",
+            "--build-dir",
+            str(build_dir),
+        ]
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        if proc.returncode != 0:
+            pytest.fail(f"building the book failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return build_dir
+
+
+@pytest.fixture(scope="session")
+def results(built_book: Path):
+    """Load a chapter's results JSON by name: ``results("generalization")``."""
+
+    def load(chapter: str) -> dict:
+        return json.loads((built_book / "results" / f"{chapter}.json").read_text(encoding="utf-8"))
+
+    return load
