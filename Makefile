@@ -17,7 +17,7 @@ EXTRAS     ?= keras,book,dev
 STAMP      := $(VENV)/.installed-$(shell echo '$(EXTRAS)' | tr ',' '-')
 TEST_BUILD := _build/test
 
-.PHONY: install book test lab notebooks data lint clean
+.PHONY: install book test bench lab notebooks data lint clean
 
 install: $(STAMP)
 
@@ -43,9 +43,13 @@ test: $(STAMP)
 	$(PY) tools/build_book.py --profile quick --device $(DEVICE) --seed $(SEED) --build-dir $(TEST_BUILD)
 	DLTRICKS_BUILD_DIR=$(TEST_BUILD) $(PY) -m pytest
 
+# Hot paths against the built-ins (pytest-benchmark); timings belong here, not in unit tests.
+bench: $(STAMP)
+	$(PY) -m pytest benchmarks --benchmark-only -p no:cacheprovider
+
 lint: $(STAMP)
-	$(PY) -m ruff check companion tests tools
-	$(PY) -m ruff format --check companion tests tools
+	$(PY) -m ruff check companion tests tools benchmarks
+	$(PY) -m ruff format --check companion tests tools benchmarks
 
 lab: $(STAMP)
 	@mkdir -p $(VENV)/share/jupyter/lab/settings

@@ -48,6 +48,9 @@ def test_ruff_is_clean():
     )
     for args in (["check"], ["format", "--check"]):
         proc = subprocess.run(
-            [ruff, *args, "companion", "tests", "tools"], cwd=ROOT, capture_output=True, text=True
+            [ruff, *args, "companion", "tests", "tools", "benchmarks"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
         )
         assert proc.returncode == 0, proc.stdout + proc.stderr

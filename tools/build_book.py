@@ -185,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
                 executed[f] = out
                 continue
         print(f"[book] executing {name} ...", flush=True)
-        params = {"PROFILE": profile, "DEVICE": args.device, "SEED": args.seed}
+        # The report only reads the other chapters' results: it takes no parameters.
+        params = {} if name == "report" else {"PROFILE": profile, "DEVICE": args.device, "SEED": args.seed}
         try:
             seconds = execute(ROOT / f"{f}.md", out, params, env)
         except PapermillExecutionError as err:

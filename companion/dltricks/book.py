@@ -121,6 +121,7 @@ class Chapter:
         self.results: dict[str, dict[str, Any]] = {}
         self._t0 = time.perf_counter()
         self.started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        self.commit = _git_commit()  # read once: the run belongs to the tree as it was when it started
         self._write()
 
     def record(self, name: str, value: Any, fmt: str = "{:.3g}", *, glue: bool = True) -> Any:
@@ -160,7 +161,7 @@ class Chapter:
             "seeds": self.seeds,
             "started": self.started,
             "wall_time_s": round(time.perf_counter() - self._t0, 2),
-            "commit": _git_commit(),
+            "commit": self.commit,
             "versions": _versions(),
         }
 
