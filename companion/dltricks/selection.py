@@ -1,6 +1,6 @@
 """Model selection: K-fold cross-validation.
 
-Hold-out validation is :func:`dltricks.data.train_val_split`; this module adds K-fold splits and a small
+Hold-out validation is :func:`dltricks.splits.train_val_split`; this module adds K-fold splits and a small
 driver that scores one candidate across the folds.
 """
 

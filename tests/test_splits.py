@@ -1,0 +1,121 @@
+"""Seeded hold-out splits and small-data subsets (dltricks.splits)."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dltricks.splits import subsample, train_val_split
+
+
+def _toy(n: int = 100) -> tuple[np.ndarray, np.ndarray]:
+    x = np.arange(n * 2).reshape(n, 2)  # x[i, 0] // 2 == i identifies the example
+    y = np.repeat(np.arange(4), [n // 2, n // 4, n // 5, n - n // 2 - n // 4 - n // 5])
+    return x, y
+
+
+@pytest.mark.parametrize(("val_size", "n_val"), [(20, 20), (0.25, 25), (1, 1), (99, 99)])
+@pytest.mark.parametrize("stratify", [False, True])
+def test_split_sizes_disjoint_and_covering(val_size: float, n_val: int, stratify: bool) -> None:
+    x, y = _toy()
+    x_tr, y_tr, x_va, y_va = train_val_split(x, y, val_size=val_size, seed=3, stratify=stratify)
+    assert len(x_va) == len(y_va) == n_val and len(x_tr) == len(y_tr) == 100 - n_val
+    ids_tr, ids_va = x_tr[:, 0] // 2, x_va[:, 0] // 2
+    assert not set(ids_tr) & set(ids_va) and set(ids_tr) | set(ids_va) == set(range(100))
+    np.testing.assert_array_equal(y_tr, y[ids_tr])  # labels stay with their examples
+    np.testing.assert_array_equal(y_va, y[ids_va])
+
+
+def test_split_is_seeded() -> None:
+    x, y = _toy()
+    a = train_val_split(x, y, val_size=0.2, seed=0)
+    b = train_val_split(x, y, val_size=0.2, seed=0)
+    c = train_val_split(x, y, val_size=0.2, seed=1)
+    np.testing.assert_array_equal(a[2], b[2])
+    assert not np.array_equal(a[2], c[2])
+
+
+@settings(max_examples=60, deadline=None, database=None)
+@given(labels=st.lists(st.integers(0, 4), min_size=2, max_size=200), data_=st.data())
+def test_stratified_split_keeps_proportions(labels: list[int], data_: st.DataObject) -> None:
+    y = np.array(labels)
+    n_val = data_.draw(st.integers(1, len(y) - 1))
+    _, y_tr, _, y_va = train_val_split(np.arange(len(y)), y, val_size=n_val, seed=0, stratify=True)
+    assert len(y_va) == n_val
+    for c in np.unique(y):
+        n_c = int((y == c).sum())
+        assert abs(int((y_va == c).sum()) - n_c * n_val / len(y)) < 1
+
+
+def test_split_and_subsample_accept_tensors() -> None:
+    x, y = _toy()
+    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+    split = train_val_split(tx, ty, val_size=0.3, seed=5, stratify=True)
+    assert all(isinstance(t, torch.Tensor) for t in split)
+    for t, a in zip(split, train_val_split(x, y, val_size=0.3, seed=5, stratify=True), strict=True):
+        np.testing.assert_array_equal(t.numpy(), a)
+    sx, sy = subsample(tx, ty, n=12, seed=0)
+    assert isinstance(sx, torch.Tensor) and sx.shape == (12, 2) and torch.equal(sy, ty[sx[:, 0] // 2])
+
+
+def test_subsample_is_balanced() -> None:
+    y = np.arange(1000) % 10
+    x = np.arange(1000)
+    for n in (100, 105, 7):
+        sx, sy = subsample(x, y, n=n, seed=0)
+        counts = np.bincount(sy, minlength=10)
+        assert counts.sum() == n and counts.max() - counts.min() <= 1
+        assert len(set(sx)) == n and np.array_equal(sy, y[sx])
+    # A class with too few examples gives all it has; the others share the rest evenly.
+    x, y = _toy()  # class sizes 50, 25, 20, 5
+    _, sy = subsample(x, y, n=40, seed=1)
+    counts = np.bincount(sy)
+    assert counts[3] == 5 and sorted(counts[:3]) == [11, 12, 12]
+    a, _ = subsample(x, y, n=30, seed=2, stratify=False)
+    b, _ = subsample(x, y, n=30, seed=2, stratify=False)
+    assert len(a) == 30 and len(set(a[:, 0])) == 30 and np.array_equal(a, b)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "received"),
+    [
+        ({"val_size": 0}, ValueError, "val_size=0"),
+        ({"val_size": 1.0}, ValueError, "val_size=1.0"),
+        ({"val_size": -3}, ValueError, "val_size=-3"),
+        ({"val_size": 100}, ValueError, "val_size=100"),
+        ({"val_size": 0.001}, ValueError, "val_size=0.001"),
+        ({"val_size": "a"}, TypeError, "val_size='a'"),
+        ({"val_size": True}, TypeError, "val_size=True"),
+        ({"val_size": 10, "seed": -1}, ValueError, "seed=-1"),
+        ({"val_size": 10, "seed": "s"}, TypeError, "seed='s'"),
+        ({"val_size": 10, "stratify": "yes"}, TypeError, "stratify='yes'"),
+    ],
+)
+def test_split_rejects_bad_arguments(kwargs: dict, error: type[Exception], received: str) -> None:
+    x, y = _toy()
+    kwargs = {"seed": 0, **kwargs}
+    name = received.split("=")[0]
+    with pytest.raises(error, match=re.escape(f"`{name}` must be")) as info:
+        train_val_split(x, y, **kwargs)
+    assert f"Received: {received}" in str(info.value)
+
+
+def test_subsample_and_pairs_reject_bad_arguments() -> None:
+    x, y = _toy()
+    with pytest.raises(ValueError, match=re.escape("Received: n=101")):
+        subsample(x, y, n=101, seed=0)
+    with pytest.raises(ValueError, match=re.escape("Received: n=0")):
+        subsample(x, y, n=0, seed=0)
+    with pytest.raises(ValueError, match=re.escape("Received: len(y)=99")):
+        train_val_split(x, y[:99], val_size=10, seed=0)
+    with pytest.raises(ValueError, match=re.escape("Received: len(y)=99")):
+        subsample(x, y[:99], n=10, seed=0)
+    with pytest.raises(TypeError, match=re.escape("Received: x=[1, 2]")):
+        train_val_split([1, 2], y[:2], val_size=1, seed=0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=re.escape("Received: y.shape=(100, 1)")):
+        subsample(x, y[:, None], n=10, seed=0)
