@@ -7,18 +7,15 @@ import re
 from pathlib import Path
 
 import pytest
-import yaml
+
+import build_book
 
 pytestmark = pytest.mark.book
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def toc_files():
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    files = [toc["root"]]
-    for part in toc.get("parts", []):
-        files += [c["file"] for c in part["chapters"]]
-    return files
+    return build_book.toc_files(ROOT / "_toc.yml")
 
 
 def page(built_book, f):
@@ -32,31 +29,45 @@ def test_every_page_is_rendered(built_book, f):
     assert html.escape(title, quote=False) in text or title in html.unescape(text)
 
 
-def test_generalization_figures_are_present(built_book):
-    text = page(built_book, "book/generalization")
+# Figures each chapter draws (a lower bound: a chapter that loses a figure fails here).
+MIN_FIGURES = {"generalization": 7, "dropout": 5}
+
+
+@pytest.mark.parametrize("chapter", sorted(MIN_FIGURES))
+def test_chapter_figures_are_present(built_book, chapter):
+    text = page(built_book, f"book/{chapter}")
     sources = re.findall(r'<img[^>]+src="([^"]+)"', text)
     figures = [s for s in sources if "_images" in s]
-    assert len(figures) >= 7, sources
+    assert len(figures) >= MIN_FIGURES[chapter], sources
     for src in figures:
         assert (built_book / "html" / "book" / src).resolve().exists(), src
 
 
-def test_every_glued_number_is_in_the_html(built_book, results):
-    source = (ROOT / "book" / "generalization.md").read_text()
+@pytest.mark.parametrize("chapter", sorted(MIN_FIGURES))
+def test_every_glued_number_is_in_the_html(built_book, results, chapter):
+    source = (ROOT / "book" / f"{chapter}.md").read_text()
     keys = sorted(set(re.findall(r"\{glue:text\}`([^`:]+)`", source)))
-    assert len(keys) > 40
-    data = results("generalization")["results"]
-    text = html.unescape(page(built_book, "book/generalization"))
+    assert len(keys) > 20
+    data = results(chapter)["results"]
+    text = html.unescape(page(built_book, f"book/{chapter}"))
     missing = [k for k in keys if data[k]["text"] not in text]
     assert not missing, {k: data[k]["text"] for k in missing}
     assert "glue:text" not in text and "pending" not in text.lower()
 
 
-def test_execution_report_lists_every_chapter(built_book, results):
+def test_every_notebook_chapter_has_a_figure_count():
+    chapters = {Path(f).name for f in toc_files() if build_book.is_notebook(ROOT / f"{f}.md")} - {"report"}
+    assert chapters == set(MIN_FIGURES)
+
+
+@pytest.mark.parametrize("chapter", sorted(MIN_FIGURES))
+def test_execution_report_lists_every_chapter(built_book, results, chapter):
     text = html.unescape(page(built_book, "book/report"))
-    gen = results("generalization")
-    assert "generalization" in text
-    assert gen["profile"] in text and gen["commit"] in text and gen["versions"]["torch"] in text
+    run = results(chapter)
+    rows = [r for r in text.split("<tr")[1:] if re.search(rf">\s*{chapter}\s*<", r)]
+    assert len(rows) == 1, f"expected one report row for {chapter}"
+    row = rows[0]
+    assert run["profile"] in row and run["commit"] in row and run["versions"]["torch"] in row
 
 
 def test_code_is_shown_from_the_package(built_book):

@@ -19,7 +19,6 @@ from torch import nn
 from tqdm.std import tqdm
 
 from dltricks._checks import check_int, check_type
-from dltricks.batches import TensorBatches
 from dltricks.device import resolve_device
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -197,8 +196,9 @@ def fit(
         record: dict[str, Any] = {"epoch": epoch + 1, "loss": total / max(count, 1)}
         evaluate_now = (epoch + 1) % eval_every == 0 or epoch + 1 == epochs
         if eval_train and evaluate_now:
-            # Evaluate in stored order so a shuffling loader's per-epoch permutations stay untouched.
-            ordered = train.in_order() if isinstance(train, TensorBatches) else train
+            # Loaders that offer in_order() (TensorBatches, Augmented) give the clean, unshuffled data: no
+            # augmentation in the measurement, and a shuffling loader's per-epoch permutations stay untouched.
+            ordered = train.in_order() if hasattr(train, "in_order") else train
             record |= {f"train_{k}": v for k, v in evaluate(model, ordered, loss_fn, metrics, dev).items()}
         if val is not None and evaluate_now:
             record |= {f"val_{k}": v for k, v in evaluate(model, val, loss_fn, metrics, dev).items()}
