@@ -58,14 +58,28 @@ def test_a_failing_cell_names_the_chapter_and_the_cell(tmp_path):
     assert 'raise ValueError("the data is wrong")' in message
 
 
+CHAPTERS = [
+    Path(f).name
+    for f in build_book.toc_files(ROOT / "_toc.yml")
+    if build_book.is_notebook(ROOT / f"{f}.md") and Path(f).name != "report"
+]
+
+
 @pytest.mark.book
-def test_nbval_reproduces_the_checked_outputs(tmp_path):
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_nbval_reproduces_the_checked_outputs(tmp_path, chapter):
     """Execute the chapter in the smoke profile, then let nbval re-run it and compare tagged cells."""
     import papermill as pm
 
-    env = {"DLTRICKS_RESULTS_DIR": str(tmp_path / "results"), "DLTRICKS_PROGRESS": "0"}
-    out = tmp_path / "generalization.ipynb"
-    build_book.execute(ROOT / "book" / "generalization.md", out, {"PROFILE": "smoke", "DEVICE": "cpu"}, env)
+    source = (ROOT / "book" / f"{chapter}.md").read_text()
+    assert "nbval-check-output" in source, "every chapter tags at least one deterministic cell for nbval"
+    env = {
+        "DLTRICKS_RESULTS_DIR": str(tmp_path / "results"),
+        "DLTRICKS_PROGRESS": "0",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
+    out = tmp_path / f"{chapter}.ipynb"
+    build_book.execute(ROOT / "book" / f"{chapter}.md", out, {"PROFILE": "smoke", "DEVICE": "cpu"}, env)
     assert out.exists() and pm  # the executed notebook holds the reference outputs
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "--nbval-lax", "-p", "no:cacheprovider", "-q", str(out)],
