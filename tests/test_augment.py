@@ -211,3 +211,15 @@ X4 = torch.zeros(2, 1, 3, 3)
 def test_bad_input_is_rejected(call, error, pattern):
     with pytest.raises(error, match=pattern):
         call()
+
+
+def test_shift_and_flip_fills_the_border_with_the_given_background() -> None:
+    background = -0.75  # exactly representable in float32
+    x = torch.full((64, 1, 6, 6), background)
+    x[:, :, 2:4, 2:4] = 1.0
+    out = shift_and_flip(max_shift=1, p_flip=0.5, seed=0, fill=background)(
+        x, torch.zeros(64, dtype=torch.long)
+    )
+    # Only the object moved: every pixel is either background or object, and the object is never cut.
+    assert set(out.unique().tolist()) == {background, 1.0}
+    assert (out == 1.0).sum(dim=(1, 2, 3)).eq(4).all()

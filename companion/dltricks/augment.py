@@ -125,19 +125,27 @@ def random_flip(
 
 
 def shift_and_flip(
-    max_shift: int = 2, p_flip: float = 0.5, flippable: Sequence[int] | None = None, seed: int = 0
+    max_shift: int = 2,
+    p_flip: float = 0.5,
+    flippable: Sequence[int] | None = None,
+    seed: int = 0,
+    *,
+    fill: float = 0.0,
 ) -> Transform:
     """A transform ``fn(x, y) -> x``: :func:`random_shift` then :func:`random_flip`, from its own generator.
 
     The CPU generator seeded with ``seed`` lives in the closure, so a run is reproducible and independent of
-    the global random state. ``p_flip=0`` disables flipping (e.g. for digits).
+    the global random state. ``p_flip=0`` disables flipping (e.g. for digits). ``fill`` is the value of the
+    uncovered border: the images' background, which is *not* 0 once inputs are standardized (a blank pixel
+    becomes ``-mean / std``); filling with 0 there would draw a visible frame around every shifted image.
     """
     max_shift = check_int("max_shift", max_shift, minimum=0)
     p_flip = check_float("p_flip", p_flip, minimum=0.0, maximum=1.0)
+    fill = check_float("fill", fill)
     generator = torch.Generator().manual_seed(check_int("seed", seed))
 
     def fn(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        x = random_shift(x, max_shift, generator=generator)
+        x = random_shift(x, max_shift, fill=fill, generator=generator)
         return random_flip(x, y, p=p_flip, flippable=flippable, generator=generator) if p_flip > 0 else x
 
     return fn
