@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from dltricks.early_stopping import EarlyStopping
-from dltricks.train import Callback, TrainState, fit
+from dltricks.train import Callback, History, TrainState, fit
 
 X, Y = torch.randn(16, 3, generator=torch.Generator().manual_seed(0)), torch.arange(16) % 2
 DATA = [(X, Y)]
@@ -190,3 +190,36 @@ def test_same_stopping_and_best_epoch_as_keras(values, kwargs):
 def test_bad_arguments_are_rejected(kwargs, error, pattern):
     with pytest.raises(error, match=pattern):
         EarlyStopping(**kwargs)
+
+
+def test_state_round_trip_resumes_the_same_decisions():
+    values = [1.0, 0.8, 0.5, 0.6, 0.5, 0.7, 0.1, 0.1]
+    _, whole, _, _ = run(values, patience=3)
+    # Stop after 4 epochs, carry the state over to a fresh instance, feed the rest by hand.
+    _, first, _, net = run(values[:4], patience=3)
+    state = first.state_dict()
+    assert set(state) == {"best", "best_epoch", "wait", "stopped_epoch", "best_state"}
+    assert all(isinstance(v, torch.Tensor) for v in state["best_state"].values())
+    second = EarlyStopping("val_loss", patience=3)
+    second.load_state_dict(state)
+    assert second.best_state is not state["best_state"]  # a copy, not shared with the saved state
+    history = History()
+    train_state = TrainState(net, torch.optim.SGD(net.parameters(), lr=0.1), history)
+    for epoch, value in enumerate(values[4:], start=5):
+        history.append({"epoch": epoch, "val_loss": value})
+        train_state.epoch = epoch
+        second.on_epoch_end(train_state)
+        if train_state.stop:
+            break
+    assert (second.best, second.best_epoch, second.stopped_epoch, second.wait) == (
+        whole.best,
+        whole.best_epoch,
+        whole.stopped_epoch,
+        whole.wait,
+    )
+
+
+@pytest.mark.parametrize("state", ["x", {"best": 1.0}, None])
+def test_load_state_dict_names_what_is_wrong(state):
+    with pytest.raises(TypeError, match=r"`state` must be a mapping with the keys \['best', 'best_epoch'"):
+        EarlyStopping().load_state_dict(state)

@@ -184,3 +184,217 @@ def test_mlp_layout():
     kinds = [type(m).__name__ for m in net]
     assert kinds == ["Flatten", "Linear", "ReLU", "Dropout", "Linear", "ReLU", "Dropout", "Linear"]
     assert net(torch.zeros(5, 1, 28, 28)).shape == (5, 10)
+
+
+class NanAt:
+    """A loss that is NaN (or another value) at the given 1-based calls, cross-entropy otherwise."""
+
+    def __init__(self, steps, value=float("nan")):
+        self.steps, self.value, self.calls = set(steps), value, 0
+
+    def __call__(self, out, target):
+        self.calls += 1
+        loss = torch.nn.functional.cross_entropy(out, target)
+        return loss * self.value if self.calls in self.steps else loss
+
+
+class Snapshots(Callback):
+    def __init__(self):
+        self.weights = {}
+
+    def on_step_end(self, state):
+        self.weights[state.step] = {k: v.clone() for k, v in state.model.state_dict().items()}
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_a_nonfinite_loss_stops_before_it_reaches_the_weights(value):
+    x, y = _blobs(64)
+    net = mlp(2, (8,), 3)
+    snaps = Snapshots()
+    with pytest.raises(
+        FloatingPointError, match=r"training loss is (nan|inf) at epoch 2, step 7; the weights"
+    ) as err:
+        fit(
+            net,
+            TensorBatches(x, y, 16),
+            torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9),
+            epochs=3,
+            loss_fn=NanAt([7], value),
+            callbacks=[snaps],
+            progress=False,
+        )
+    assert "lower learning rate, gradient clipping, checking the inputs" in str(err.value)
+    assert max(snaps.weights) == 6
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, snaps.weights[6][k])  # unchanged since the step before the NaN
+
+
+def test_skip_drops_nonfinite_steps_counts_them_and_keeps_the_weights():
+    x, y = _blobs(64)  # 4 batches an epoch
+    net = mlp(2, (8,), 3)
+    snaps, nan, seen = Snapshots(), NanAt([3, 4, 10]), {}
+
+    def loss_fn(out, target):  # records the weights each step starts from
+        seen[nan.calls + 1] = [p.detach().clone() for p in net.parameters()]
+        return nan(out, target)
+
+    hist = fit(
+        net,
+        TensorBatches(x, y, 16),
+        torch.optim.SGD(net.parameters(), lr=0.1),
+        epochs=3,
+        loss_fn=loss_fn,
+        callbacks=[snaps],
+        nonfinite="skip",
+        progress=False,
+    )
+    assert hist["skipped"] == [2, 0, 1]
+    assert sorted(snaps.weights) == [1, 2, 5, 6, 7, 8, 9, 11, 12]  # no on_step_end for a skipped step
+    assert all(torch.equal(a, b) for a, b in zip(seen[3], seen[5]))  # steps 3 and 4 changed nothing
+    assert not all(torch.equal(a, b) for a, b in zip(seen[2], seen[3]))  # while a normal step does
+    assert all(v == v and abs(v) != float("inf") for v in hist["loss"])  # the NaN batches are left out
+
+
+def test_skip_raises_once_more_than_max_skipped():
+    x, y = _blobs(32)
+    net = mlp(2, (8,), 3)
+    with pytest.raises(
+        FloatingPointError, match=r"at epoch 2, step 3: 3 non-finite steps skipped, more than max_skipped=2"
+    ):
+        fit(
+            net,
+            TensorBatches(x, y, 16),
+            torch.optim.SGD(net.parameters(), lr=0.1),
+            epochs=3,
+            loss_fn=NanAt([1, 2, 3]),
+            nonfinite="skip",
+            max_skipped=2,
+            progress=False,
+        )
+
+
+def test_tensor_batches_resume_mid_epoch_with_exactly_the_remaining_batches():
+    x = torch.arange(10).float().unsqueeze(1)
+    y = torch.arange(10)
+    full = TensorBatches(x, y, 3, seed=4)
+    epochs = [[b.tolist() for _, b in full] for _ in range(3)]
+    loader = TensorBatches(x, y, 3, seed=4)
+    assert loader.state_dict()["epoch"] == 0 and loader.state_dict()["batch"] == 0
+    [b for _, b in loader]  # epoch 0 done
+    it = iter(loader)
+    next(it), next(it)  # two batches of epoch 1
+    state = loader.state_dict()
+    assert (state["epoch"], state["batch"]) == (1, 2)
+    resumed = TensorBatches(x, y, 3, seed=4)
+    resumed.load_state_dict(state)
+    assert resumed.state_dict() == state
+    assert [b.tolist() for _, b in resumed] == epochs[1][2:]
+    assert [b.tolist() for _, b in resumed] == epochs[2]
+    # At the last batch of an epoch the state is still that epoch, with every batch served.
+    end = TensorBatches(x, y, 3, seed=4)
+    for _ in end:
+        pass
+    it = iter(end)
+    for _ in range(4):
+        next(it)
+    assert (end.state_dict()["epoch"], end.state_dict()["batch"]) == (1, 4)
+    again = TensorBatches(x, y, 3, seed=4)
+    again.load_state_dict(end.state_dict())
+    assert [b for _, b in again] == [] and [b.tolist() for _, b in again] == epochs[2]
+    # An abandoned iteration counts as an epoch started, as before: the next one is a new epoch.
+    del it
+    assert (end.state_dict()["epoch"], end.state_dict()["batch"]) == (2, 0)
+
+
+@pytest.mark.parametrize(
+    ("state", "error", "pattern"),
+    [
+        ("x", TypeError, r"`state` must be a mapping from TensorBatches.state_dict\(\). Received: state='x'"),
+        ({"epoch": 0}, TypeError, r"`state` must be a mapping"),
+        ({"epoch": -1, "batch": 0}, ValueError, r"`state\['epoch'\]` must be an integer >= 0"),
+        ({"epoch": 0, "batch": 5}, ValueError, r"`state\['batch'\]` must be an integer in \[0, 4\]"),
+        ({"epoch": 0, "batch": 0, "seed": 1}, ValueError, r"`state\['seed'\]` must be 0, as in this loader"),
+        ({"epoch": 0, "batch": 0, "examples": 9}, ValueError, r"`state\['examples'\]` must be 10"),
+    ],
+)
+def test_tensor_batches_refuse_a_bad_state(state, error, pattern):
+    loader = TensorBatches(torch.zeros(10, 1), torch.zeros(10), 3)
+    with pytest.raises(error, match=pattern):
+        loader.load_state_dict(state)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "pattern"),
+    [
+        (
+            {"nonfinite": "ignore"},
+            ValueError,
+            r"`nonfinite` must be one of 'raise', 'skip'. Received: nonfinite='ignore'",
+        ),
+        ({"max_skipped": -1}, ValueError, r"`max_skipped` must be an integer >= 0. Received: max_skipped=-1"),
+        ({"max_skipped": 1.0}, TypeError, r"`max_skipped`.*Received: max_skipped=1.0"),
+        (
+            {"resume_from": 3},
+            TypeError,
+            r"`resume_from` must be a directory path or None. Received: resume_from=3",
+        ),
+    ],
+)
+def test_fit_rejects_bad_new_arguments(kwargs, error, pattern):
+    net = mlp(2, (4,), 3)
+    with pytest.raises(error, match=pattern):
+        fit(net, [], torch.optim.SGD(net.parameters(), lr=0.1), epochs=1, progress=False, **kwargs)
+
+
+def test_a_stateless_callback_refuses_a_state():
+    assert Callback().state_dict() == {}
+    Callback().load_state_dict({})
+    with pytest.raises(ValueError, match=r"`state` must be empty for a stateless Callback"):
+        Callback().load_state_dict({"x": 1})
+
+
+def test_tensorboard_without_the_package_raises_a_clear_import_error(monkeypatch):
+    import sys
+
+    from dltricks.tensorboard import TensorBoard
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if tensorboard were missing
+    with pytest.raises(ImportError, match=r"needs the `tensorboard` package: pip install tensorboard"):
+        TensorBoard("runs/x")
+
+
+def test_tensorboard_logs_every_epoch(tmp_path):
+    pytest.importorskip("tensorboard")
+    from dltricks.tensorboard import TensorBoard
+
+    x, y = _blobs(32)
+    net = mlp(2, (4,), 3)
+    board = TensorBoard(tmp_path / "run", every_steps=1)
+    fit(
+        net,
+        TensorBatches(x, y, 16),
+        torch.optim.SGD(net.parameters(), lr=0.1),
+        epochs=2,
+        callbacks=[board],
+        progress=False,
+    )
+    assert list((tmp_path / "run").glob("events.out.tfevents.*"))
+    assert board.writer is None  # closed at the end
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "pattern"),
+    [
+        ({"log_dir": 3}, TypeError, r"`log_dir` must be a directory path. Received: log_dir=3"),
+        (
+            {"log_dir": "x", "every_steps": 0},
+            ValueError,
+            r"`every_steps` must be an integer >= 1. Received: every_steps=0",
+        ),
+    ],
+)
+def test_tensorboard_rejects_bad_arguments(kwargs, error, pattern):
+    from dltricks.tensorboard import TensorBoard
+
+    with pytest.raises(error, match=pattern):
+        TensorBoard(**kwargs)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 
-from dltricks._checks import check_choice, check_float, check_int, check_type
+from dltricks._checks import check_choice, check_float, check_int, check_type, fail
 from dltricks.train import Callback, TrainState
 
 
@@ -106,3 +109,24 @@ class EarlyStopping(Callback):
     def on_train_end(self, state: TrainState) -> None:
         if self.restore_best_weights and self.best_state is not None:
             state.model.load_state_dict(self.best_state)  # copies into the model's tensors
+
+    STATE_KEYS = ("best", "best_epoch", "wait", "stopped_epoch", "best_state")
+
+    def state_dict(self) -> dict[str, Any]:
+        """The counters and the saved best weights, for a checkpoint (see :mod:`dltricks.checkpoint`)."""
+        return {key: getattr(self, key) for key in self.STATE_KEYS}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned, so that a resumed run stops where the original would.
+
+        Raises:
+            TypeError: if ``state`` is not a mapping with the keys of :meth:`state_dict`.
+        """
+        if not isinstance(state, Mapping) or any(key not in state for key in self.STATE_KEYS):
+            fail("state", f"a mapping with the keys {list(self.STATE_KEYS)}", state, TypeError)
+        best_state = state["best_state"]
+        if best_state is not None:
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in best_state.items()}
+        self.best = None if state["best"] is None else float(state["best"])
+        self.best_epoch, self.stopped_epoch = state["best_epoch"], state["stopped_epoch"]
+        self.wait, self.best_state = int(state["wait"]), best_state

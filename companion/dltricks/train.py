@@ -2,7 +2,8 @@
 
 ``fit`` is deliberately short: a chapter should be able to show it whole. Extra behaviour (penalties,
 projections after a step, early stopping, checkpoints, schedules) enters through a ``loss`` penalty term or
-through callbacks called at named points, never through flags inside the loop.
+through callbacks called at named points, never through flags inside the loop. Resuming from a checkpoint
+(:mod:`dltricks.checkpoint`) is one more named point, right after ``on_train_begin``.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ import torch
 from torch import nn
 from tqdm.std import tqdm
 
-from dltricks._checks import check_int, check_type
+from dltricks._checks import check_choice, check_int, check_type
 from dltricks.device import resolve_device
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 Metric = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+REMEDIES = "usual remedies: a lower learning rate, gradient clipping, checking the inputs for NaN or inf"
 
 
 def accuracy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -66,6 +68,9 @@ class Callback:
     """Hooks that ``fit`` calls at named points. Subclass and override what you need.
 
     Every hook receives the ``TrainState``; a callback stops training by setting ``state.stop = True``.
+    A callback that carries state across epochs (counters, saved weights) returns it from ``state_dict``
+    (tensors and JSON-like primitives only) so that a checkpoint can store it and ``load_state_dict`` can
+    put it back when a run resumes; stateless callbacks keep the defaults.
     """
 
     def on_train_begin(self, state: TrainState) -> None: ...
@@ -73,15 +78,65 @@ class Callback:
     def on_epoch_end(self, state: TrainState) -> None: ...
     def on_train_end(self, state: TrainState) -> None: ...
 
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint must store to resume this callback exactly (default: nothing)."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (default: accept only the empty state)."""
+        if state:
+            raise ValueError(
+                f"`state` must be empty for a stateless {type(self).__name__}. Received: {state!r}"
+            )
+
 
 class TrainState:
-    """What callbacks can see and change: the model, optimizer, counters, history and the stop flag."""
+    """What callbacks can see and change: the model, optimizer, counters, history and the stop flag.
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, history: History) -> None:
+    ``train`` and ``callbacks`` are the loader and callbacks of the ``fit`` call (a checkpoint stores their
+    states). ``batch``, ``loss_total``, ``loss_count`` and ``epoch_skipped`` describe the epoch in progress,
+    so that a run saved in the middle of an epoch can finish that epoch exactly as it would have.
+    """
+
+    COUNTERS = ("epoch", "step", "batch", "skipped", "epoch_skipped", "loss_total", "loss_count", "stop")
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        history: History,
+        *,
+        train: Iterable[Batch] | None = None,
+        callbacks: Sequence[Callback] = (),
+    ) -> None:
         self.model, self.optimizer, self.history = model, optimizer, history
+        self.train, self.callbacks = train, list(callbacks)
         self.epoch = 0  # epochs completed
-        self.step = 0  # optimizer steps taken
+        self.step = 0  # training steps taken (a skipped non-finite step counts: its batch was used up)
         self.stop = False
+        self.skipped = 0  # non-finite steps skipped over the whole run
+        self._begin_epoch()
+
+    def _begin_epoch(self) -> None:
+        self.batch = 0  # batches of the current epoch done
+        self.loss_total, self.loss_count, self.epoch_skipped = 0.0, 0, 0
+
+    def end_epoch(self) -> None:
+        """Count the epoch as completed and reset the per-epoch running sums."""
+        self.epoch += 1
+        self._begin_epoch()
+
+    def state_dict(self) -> dict[str, Any]:
+        """The counters and running sums (not the model, optimizer or history), as primitives."""
+        return {name: getattr(self, name) for name in self.COUNTERS}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        missing = [name for name in self.COUNTERS if name not in state]
+        if missing:
+            raise ValueError(f"`state` must hold the counters {list(self.COUNTERS)}. Missing: {missing}")
+        for name in self.COUNTERS:
+            setattr(self, name, state[name])
 
 
 def evaluate(
@@ -128,6 +183,9 @@ def fit(
     callbacks: Sequence[Callback] = (),
     device: str | torch.device = "cpu",
     progress: bool | None = None,
+    resume_from: str | os.PathLike[str] | None = None,
+    nonfinite: str = "raise",
+    max_skipped: int = 10,
 ) -> History:
     """Train ``model`` for ``epochs`` passes over ``train`` and return the per-epoch ``History``.
 
@@ -153,47 +211,73 @@ def fit(
         callbacks: objects with ``on_train_begin``/``on_step_end``/``on_epoch_end``/``on_train_end``.
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or a ``torch.device``.
         progress: show a progress bar over epochs; ``None`` follows ``$DLTRICKS_PROGRESS`` (default on).
+        resume_from: a checkpoint directory (or file) written by :class:`dltricks.checkpoint.Checkpoint`.
+            When it holds a checkpoint that verifies, the model, optimizer, loader position, callbacks,
+            random generators, counters and history are restored from the newest one and training goes on
+            from there, mid-epoch included; an empty or missing directory starts afresh, so one command
+            line both starts and restarts a run. ``epochs`` stays the total, not the number still to run.
+        nonfinite: what a NaN or infinite loss does. ``"raise"``: stop with ``FloatingPointError``;
+            ``"skip"``: drop that batch without an optimizer step, count it in the history's ``skipped``.
+            Either way the loss is checked before ``backward``, so it never reaches the weights.
+        max_skipped: with ``nonfinite="skip"``, raise anyway once more steps than this were skipped.
 
     Returns:
-        The ``History`` of the run.
+        The ``History`` of the run (of the whole run when resumed).
 
     Raises:
         FloatingPointError: when the training loss becomes NaN or infinite (the epoch and step are named).
+        dltricks.checkpoint.CheckpointError: when ``resume_from`` names a bad file, or a checkpoint that does
+            not match this model, optimizer, loader or these callbacks.
     """
     check_type("model", model, nn.Module, "a torch.nn.Module")
     check_type("optimizer", optimizer, torch.optim.Optimizer, "a torch.optim.Optimizer")
     epochs = check_int("epochs", epochs, minimum=0)
     eval_every = check_int("eval_every", eval_every, minimum=1)
+    check_type("resume_from", resume_from, (str, os.PathLike, type(None)), "a directory path or None")
+    nonfinite = check_choice("nonfinite", nonfinite, ("raise", "skip"))
+    max_skipped = check_int("max_skipped", max_skipped, minimum=0)
     metrics = {"accuracy": accuracy} if metrics is None else metrics
     dev = resolve_device(device)
     if progress is None:
         progress = os.environ.get("DLTRICKS_PROGRESS", "1") not in ("0", "false", "False", "")
     model.to(dev)
     history = History()
-    state = TrainState(model, optimizer, history)
+    state = TrainState(model, optimizer, history, train=train, callbacks=callbacks)
     for cb in callbacks:
         cb.on_train_begin(state)
-    bar = tqdm(total=epochs, desc="epochs", unit="ep", disable=not progress, leave=False)
-    for epoch in range(epochs):
-        start, total, count = time.perf_counter(), 0.0, 0
+    if resume_from is not None:
+        # After on_train_begin, which resets callbacks (EarlyStopping) that the checkpoint then restores.
+        from dltricks.checkpoint import resume  # imported here: checkpoint.py builds on this module
+
+        resume(state, resume_from)
+    bar = tqdm(total=epochs, initial=state.epoch, desc="epochs", unit="ep", disable=not progress, leave=False)
+    for epoch in range(state.epoch, epochs):
+        if state.stop:  # checked first: a run resumed from its stopping epoch's checkpoint stays stopped
+            break
+        start = time.perf_counter()
         model.train()
+        # A loader resumed mid-epoch yields only the batches the checkpointed run had not used yet.
         for x, y in train:
             x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
             loss = loss_fn(model(x), y)
             if penalty is not None:
                 loss = loss + penalty(model)
+            state.step, state.batch = state.step + 1, state.batch + 1
+            # .item() is a host sync; once per step is acceptable for a readable loop on small models.
+            value = loss.item()
+            if not math.isfinite(value):  # before backward(): a NaN or inf never reaches the weights
+                _nonfinite_loss(state, value, nonfinite, max_skipped)
+                continue
             optimizer.zero_grad(set_to_none=True)  # None, not zeros: cheaper, and unused params stay None
             loss.backward()
             optimizer.step()
-            state.step += 1
-            # .item() is a host sync; once per step is acceptable for a readable loop on small models.
-            value = loss.item()
-            if not math.isfinite(value):
-                raise FloatingPointError(f"training loss is {value} at epoch {epoch + 1}, step {state.step}")
-            total, count = total + value * y.shape[0], count + y.shape[0]
+            state.loss_total += value * y.shape[0]
+            state.loss_count += y.shape[0]
             for cb in callbacks:
                 cb.on_step_end(state)
-        record: dict[str, Any] = {"epoch": epoch + 1, "loss": total / max(count, 1)}
+        record: dict[str, Any] = {"epoch": epoch + 1, "loss": state.loss_total / max(state.loss_count, 1)}
+        if nonfinite == "skip":
+            record["skipped"] = state.epoch_skipped
         evaluate_now = (epoch + 1) % eval_every == 0 or epoch + 1 == epochs
         if eval_train and evaluate_now:
             # Loaders that offer in_order() (TensorBatches, Augmented) give the clean, unshuffled data: no
@@ -204,14 +288,29 @@ def fit(
             record |= {f"val_{k}": v for k, v in evaluate(model, val, loss_fn, metrics, dev).items()}
         record["seconds"] = time.perf_counter() - start
         history.append(record)
-        state.epoch = epoch + 1
+        state.end_epoch()
         bar.update(1)
         bar.set_postfix({k: f"{v:.3g}" for k, v in record.items() if k.endswith(("loss", "accuracy"))})
         for cb in callbacks:
             cb.on_epoch_end(state)
-        if state.stop:
-            break
     bar.close()
     for cb in callbacks:
         cb.on_train_end(state)
     return history
+
+
+def _nonfinite_loss(state: TrainState, value: float, policy: str, max_skipped: int) -> None:
+    """Count a skipped step under ``policy="skip"``; raise otherwise, or once too many were skipped."""
+    where = f"at epoch {state.epoch + 1}, step {state.step}"
+    if policy == "skip":
+        state.skipped, state.epoch_skipped = state.skipped + 1, state.epoch_skipped + 1
+        if state.skipped <= max_skipped:
+            return
+        raise FloatingPointError(
+            f"training loss is {value} {where}: {state.skipped} non-finite steps skipped, more than "
+            f"max_skipped={max_skipped}; {REMEDIES}"
+        )
+    raise FloatingPointError(
+        f"training loss is {value} {where}; the weights are those before this step. {REMEDIES.capitalize()}, "
+        "or fit(nonfinite='skip') to skip such batches"
+    )
