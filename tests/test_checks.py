@@ -46,7 +46,7 @@ CASES = [
     (
         lambda: l2_penalty(NET, 0.1),
         TypeError,
-        r"`params` must be an iterable of tensors.*Received: params=Linear",
+        r"`params` must be an iterable of tensors.*Received: params='Linear'",
     ),
     (lambda: l1_penalty(W, "0.1"), TypeError, r"`strength` must be a real number.*Received: strength='0.1'"),
     (lambda: soft_threshold_(W, -0.5), ValueError, r"`threshold`.*Received: threshold=-0.5"),

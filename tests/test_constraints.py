@@ -110,7 +110,7 @@ def test_callback_keeps_every_row_norm_within_the_ball_during_fit():
         (lambda: max_norm_([torch.ones(2, 2)], 1.0, dim=2), ValueError, r"`dim`.*Received: dim=2"),
         (lambda: max_norm_([torch.ones(2, 2)], 1.0, dim=1.0), TypeError, r"`dim`.*Received: dim=1.0"),
         (lambda: max_norm_([], 1.0), ValueError, r"`weights` must be a non-empty iterable of tensors"),
-        (lambda: MaxNorm(torch.nn.Linear(2, 2)), TypeError, r"`weights`.*Received: weights=Linear"),
+        (lambda: MaxNorm(torch.nn.Linear(2, 2)), TypeError, r"`weights`.*Received: weights=.Linear."),
     ],
 )
 def test_bad_input_is_rejected(call, error, pattern):

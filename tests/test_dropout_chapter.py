@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+from chapter_results import check_run_metadata, values
 
 pytestmark = pytest.mark.book
 
@@ -16,14 +17,8 @@ def drop(results):
     return results("dropout")
 
 
-def values(run, key):
-    entry = run["results"][key]
-    return np.array(entry["values"] if "values" in entry else [entry["value"]], dtype=float)
-
-
 def test_run_metadata(drop):
-    assert drop["profile"] in ("quick", "full")
-    assert len(drop["seeds"]) >= (5 if drop["profile"] == "full" else 3)
+    check_run_metadata(drop)
 
 
 def test_dropout_05_narrows_the_mean_train_test_gap(drop):

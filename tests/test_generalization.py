@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 import pytest
+from chapter_results import check_run_metadata, values
 
 pytestmark = pytest.mark.book
 
@@ -20,17 +21,8 @@ def gen(results):
     return results("generalization")
 
 
-def values(gen, key):
-    entry = gen["results"][key]
-    return np.array(entry["values"] if "values" in entry else [entry["value"]], dtype=float)
-
-
 def test_run_metadata(gen):
-    assert gen["profile"] in ("quick", "full")
-    assert len(gen["seeds"]) >= (5 if gen["profile"] == "full" else 3)
-    for key, entry in gen["results"].items():
-        if "values" in entry:
-            assert len(entry["values"]) == len(gen["seeds"]), key
+    check_run_metadata(gen)
 
 
 def test_a_high_degree_polynomial_on_few_points_has_test_error_above_10x_training_error(gen):

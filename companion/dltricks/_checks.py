@@ -70,6 +70,24 @@ def check_type(name: str, value: Any, types: type | tuple[type, ...], expected: 
     return value
 
 
+def check_tensors(name: str, value: Any) -> list[Any]:
+    """Return ``value`` as a non-empty list of tensors: one tensor, or an iterable of them (not a module).
+
+    Passing a whole ``nn.Module`` where its parameters are meant is a common slip, so it gets its own hint.
+    """
+    import torch  # imported here: the other checks do not need torch
+
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, torch.nn.Module):
+        fail(name, "an iterable of tensors (e.g. model.parameters() or weights_only(model))",
+             type(value).__name__, TypeError)  # fmt: skip
+    tensors = list(value)
+    if not tensors or not all(isinstance(t, torch.Tensor) for t in tensors):
+        fail(name, "a non-empty iterable of tensors", tensors)
+    return tensors
+
+
 def _bounds_text(minimum: int | None, maximum: int | None) -> str:
     if minimum is not None and maximum is not None:
         return f" in [{minimum}, {maximum}]"

@@ -16,9 +16,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import torch
-from torch import nn
 
-from dltricks._checks import check_float, check_int, fail
+from dltricks._checks import check_float, check_int, check_tensors, fail
 from dltricks.train import Callback, TrainState
 
 
@@ -47,7 +46,7 @@ def max_norm_(weights: Iterable[torch.Tensor], max_value: float, *, dim: int | t
     """
     c = check_float("max_value", max_value, minimum=0.0, min_inclusive=False)
     dims = _dims(dim)
-    tensors = _weights(weights)
+    tensors = check_tensors("weights", weights)
     for w in tensors:
         for d in dims:
             if not -w.ndim <= d < w.ndim:
@@ -72,7 +71,7 @@ class MaxNorm(Callback):
     def __init__(
         self, weights: Iterable[torch.Tensor], max_value: float = 3.0, *, dim: int | tuple[int, ...] = 1
     ) -> None:
-        self.weights = _weights(weights)
+        self.weights = check_tensors("weights", weights)
         self.max_value = check_float("max_value", max_value, minimum=0.0, min_inclusive=False)
         self.dim = _dims(dim)
 
@@ -86,17 +85,3 @@ def _dims(dim: int | tuple[int, ...]) -> tuple[int, ...]:
     if isinstance(dim, tuple):
         fail("dim", "an integer or a non-empty tuple of integers", dim, TypeError)
     return (check_int("dim", dim),)
-
-
-def _weights(weights: Iterable[torch.Tensor]) -> list[torch.Tensor]:
-    if isinstance(weights, torch.Tensor):
-        return [weights]
-    if isinstance(weights, nn.Module):
-        raise TypeError(
-            "`weights` must be an iterable of tensors (e.g. weights_only(model)). "
-            f"Received: weights={type(weights).__name__}"
-        )
-    tensors = list(weights)
-    if not tensors or not all(isinstance(w, torch.Tensor) for w in tensors):
-        fail("weights", "a non-empty iterable of tensors", tensors)
-    return tensors

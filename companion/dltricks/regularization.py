@@ -17,7 +17,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from dltricks._checks import check_float, check_type
+from dltricks._checks import check_float, check_tensors, check_type
 from dltricks.train import Callback, TrainState
 
 
@@ -36,7 +36,7 @@ def l2_penalty(params: Iterable[torch.Tensor], weight_decay: float) -> torch.Ten
         Krogh & Hertz, "A Simple Weight Decay Can Improve Generalization", NeurIPS 1991.
     """
     wd = check_float("weight_decay", weight_decay, minimum=0.0)
-    terms = [p.pow(2).sum() for p in _tensors(params)]
+    terms = [p.pow(2).sum() for p in check_tensors("params", params)]
     return 0.5 * wd * torch.stack(terms).sum()
 
 
@@ -47,7 +47,7 @@ def l1_penalty(params: Iterable[torch.Tensor], strength: float) -> torch.Tensor:
     step, they overshoot and oscillate around it: few become *exactly* zero. See :class:`L1Proximal`.
     """
     lam = check_float("strength", strength, minimum=0.0)
-    return lam * torch.stack([p.abs().sum() for p in _tensors(params)]).sum()
+    return lam * torch.stack([p.abs().sum() for p in check_tensors("params", params)]).sum()
 
 
 @torch.no_grad()
@@ -60,7 +60,7 @@ def soft_threshold_(params: Iterable[torch.Tensor], threshold: float) -> None:
         2009, eq. 1.4.
     """
     t = check_float("threshold", threshold, minimum=0.0)
-    for p in _tensors(params):
+    for p in check_tensors("params", params):
         p.copy_(p.sign() * (p.abs() - t).clamp_min(0.0))
 
 
@@ -76,7 +76,7 @@ class L1Proximal(Callback):
     """
 
     def __init__(self, params: Iterable[torch.Tensor], strength: float) -> None:
-        self.params = _tensors(params)
+        self.params = check_tensors("params", params)
         self.strength = check_float("strength", strength, minimum=0.0)
 
     def on_step_end(self, state: TrainState) -> None:
@@ -86,7 +86,7 @@ class L1Proximal(Callback):
 
 def zero_fraction(params: Iterable[torch.Tensor]) -> float:
     """Fraction of entries that are exactly zero across ``params``."""
-    tensors = _tensors(params)
+    tensors = check_tensors("params", params)
     total = sum(p.numel() for p in tensors)
     return sum(int((p == 0).sum()) for p in tensors) / total
 
@@ -94,17 +94,3 @@ def zero_fraction(params: Iterable[torch.Tensor]) -> float:
 def keras_l2_factor(weight_decay: float) -> float:
     """The Keras ``L2(l2)`` factor equal to :func:`l2_penalty`'s ``weight_decay``: ``weight_decay / 2``."""
     return check_float("weight_decay", weight_decay, minimum=0.0) / 2.0
-
-
-def _tensors(params: Iterable[torch.Tensor]) -> list[torch.Tensor]:
-    if isinstance(params, torch.Tensor):
-        params = [params]
-    if isinstance(params, nn.Module):
-        raise TypeError(
-            "`params` must be an iterable of tensors (e.g. model.parameters() or weights_only(model)). "
-            f"Received: params={type(params).__name__}"
-        )
-    tensors = list(params)
-    if not tensors or not all(isinstance(p, torch.Tensor) for p in tensors):
-        raise ValueError(f"`params` must be a non-empty iterable of tensors. Received: params={tensors!r}")
-    return tensors
