@@ -74,6 +74,7 @@ class Callback:
     """
 
     def on_train_begin(self, state: TrainState) -> None: ...
+    def on_before_step(self, state: TrainState) -> None: ...
     def on_step_end(self, state: TrainState) -> None: ...
     def on_epoch_end(self, state: TrainState) -> None: ...
     def on_train_end(self, state: TrainState) -> None: ...
@@ -208,7 +209,8 @@ def fit(
         eval_train: also evaluate the training set after each evaluated epoch.
         eval_every: evaluate ``val`` (and the training set) every this many epochs and after the last one
             (Keras' ``validation_freq``); the other epochs' records hold only ``loss``.
-        callbacks: objects with ``on_train_begin``/``on_step_end``/``on_epoch_end``/``on_train_end``.
+        callbacks: objects with ``on_train_begin``/``on_before_step``/``on_step_end``/``on_epoch_end``/
+            ``on_train_end``; ``on_before_step`` runs between ``backward`` and ``optimizer.step``.
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or a ``torch.device``.
         progress: show a progress bar over epochs; ``None`` follows ``$DLTRICKS_PROGRESS`` (default on).
         resume_from: a checkpoint directory (or file) written by :class:`dltricks.checkpoint.Checkpoint`.
@@ -250,6 +252,8 @@ def fit(
         from dltricks.checkpoint import resume  # imported here: checkpoint.py builds on this module
 
         resume(state, resume_from)
+    # Optional hook: callbacks written before it existed (or not subclassing Callback) may lack it.
+    before_step = [cb.on_before_step for cb in callbacks if hasattr(cb, "on_before_step")]
     bar = tqdm(total=epochs, initial=state.epoch, desc="epochs", unit="ep", disable=not progress, leave=False)
     for epoch in range(state.epoch, epochs):
         if state.stop:  # checked first: a run resumed from its stopping epoch's checkpoint stays stopped
@@ -270,6 +274,8 @@ def fit(
                 continue
             optimizer.zero_grad(set_to_none=True)  # None, not zeros: cheaper, and unused params stay None
             loss.backward()
+            for hook in before_step:  # gradients exist and the weights are unchanged: clipping goes here
+                hook(state)
             optimizer.step()
             state.loss_total += value * y.shape[0]
             state.loss_count += y.shape[0]
