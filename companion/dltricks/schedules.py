@@ -1,0 +1,639 @@
+r"""Learning-rate schedules: pure functions of the step, a plateau rule, and the callbacks that apply them.
+
+Every schedule here is a function ``f(step, **hyperparameters) -> lr`` that returns the *absolute*
+learning rate (not a multiplier of the optimizer's initial one) for the update that follows ``step``
+earlier updates. That is the convention of both frameworks this module is tested against:
+
+* a Keras optimizer evaluates ``schedule(optimizer.iterations)`` before each update, ``iterations`` being
+  the number of updates already applied;
+* a torch scheduler is stepped after each ``optimizer.step()``, so after ``k`` calls of ``scheduler.step()``
+  ``scheduler.get_last_lr()`` is the rate of the ``(k+1)``-th update.
+
+So ``f(k)`` equals ``schedule(k)`` in Keras and ``get_last_lr()`` after ``k`` torch steps. Pass a schedule to
+:class:`Schedule` with its hyperparameters bound (``functools.partial(one_cycle, max_lr=0.1,
+total_steps=n)``) to use it inside :func:`dltricks.train.fit`.
+
+The names follow Géron, *Hands-On Machine Learning* (3rd ed., ch. 11, "Learning Rate Scheduling"): power,
+exponential and piecewise constant scheduling, performance scheduling (:class:`ReduceOnPlateau`) and 1cycle
+(Smith 2018); cosine annealing with a linear warm-up follows Loshchilov & Hutter (2017) and Goyal et al.
+(2017). Each docstring states its formula and the framework class it reproduces, and
+``tests/test_schedules.py`` checks the claim numerically.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+
+from dltricks._checks import check_choice, check_float, check_int, check_type, fail
+from dltricks.train import Callback, TrainState
+
+__all__ = [
+    "PlateauSchedule",
+    "ReduceOnPlateau",
+    "Schedule",
+    "cosine_with_warmup",
+    "exponential_decay",
+    "one_cycle",
+    "one_cycle_momentum",
+    "piecewise_constant",
+    "power_decay",
+    "step_decay",
+]
+
+
+def _lr(name: str, value: Any) -> float:
+    """A learning rate: a finite real > 0."""
+    return check_float(name, value, minimum=0.0, min_inclusive=False)
+
+
+def _step(step: Any) -> int:
+    return check_int("step", step, minimum=0)
+
+
+def step_decay(step: int, *, lr0: float, drop: float, every: int) -> float:
+    r"""Step decay: the rate times ``drop`` every ``every`` steps, :math:`\eta_0\, d^{\lfloor t/k \rfloor}`.
+
+    The classic "step" schedule (e.g. drop 0.1 every 30 epochs in He et al. 2016). It equals
+    ``torch.optim.lr_scheduler.StepLR(opt, step_size=every, gamma=drop)`` on an optimizer with ``lr=lr0``,
+    and ``keras.optimizers.schedules.ExponentialDecay(lr0, every, drop, staircase=True)``.
+
+    Args:
+        step: updates already taken (or epochs completed, when applied per epoch), >= 0.
+        lr0: the initial rate :math:`\eta_0` (> 0).
+        drop: the factor :math:`d \in (0, 1]` applied at each drop.
+        every: the number of steps :math:`k \ge 1` between drops.
+    """
+    t = _step(step)
+    lr0 = _lr("lr0", lr0)
+    drop = check_float("drop", drop, minimum=0.0, maximum=1.0, min_inclusive=False)
+    every = check_int("every", every, minimum=1)
+    return lr0 * drop ** (t // every)
+
+
+def power_decay(
+    step: int,
+    *,
+    lr0: float,
+    decay_steps: float,
+    decay_rate: float = 1.0,
+    power: float = 1.0,
+    staircase: bool = False,
+) -> float:
+    r"""Power scheduling: :math:`\eta(t) = \eta_0 / (1 + r\,p)^{c}` with :math:`p = t/s`.
+
+    Géron's power scheduling :math:`\eta_0 / (1 + t/s)^c` is ``decay_rate=1``; with ``power=1`` this is
+    ``keras.optimizers.schedules.InverseTimeDecay(lr0, decay_steps, decay_rate, staircase)``, the "1/t"
+    decay of stochastic approximation (Robbins & Monro 1951). The rate falls fast at first, then ever more
+    slowly. ``staircase=True`` uses :math:`p = \lfloor t/s \rfloor`. Torch has no built-in equivalent
+    (``LambdaLR`` with this function divided by ``lr0`` gives it).
+
+    Args:
+        step: updates already taken, >= 0.
+        lr0: the initial rate :math:`\eta_0` (> 0).
+        decay_steps: the time scale :math:`s` (> 0).
+        decay_rate: :math:`r \ge 0` (0: constant rate).
+        power: the exponent :math:`c \ge 0` (Géron uses 1).
+        staircase: decay in discrete jumps every ``decay_steps`` steps.
+    """
+    t = _step(step)
+    lr0 = _lr("lr0", lr0)
+    s = check_float("decay_steps", decay_steps, minimum=0.0, min_inclusive=False)
+    r = check_float("decay_rate", decay_rate, minimum=0.0)
+    c = check_float("power", power, minimum=0.0)
+    p = math.floor(t / s) if staircase else t / s
+    return lr0 / (1.0 + r * p) ** c
+
+
+def exponential_decay(
+    step: int, *, lr0: float, decay_steps: float, decay_rate: float, staircase: bool = False
+) -> float:
+    r"""Exponential scheduling: :math:`\eta(t) = \eta_0\, r^{t/s}`, a factor ``r`` every ``s`` steps.
+
+    Equals ``keras.optimizers.schedules.ExponentialDecay(lr0, decay_steps, decay_rate, staircase)`` and
+    ``torch.optim.lr_scheduler.ExponentialLR(opt, gamma=decay_rate ** (1 / decay_steps))`` (which multiplies
+    by :math:`\gamma` at every step); ``staircase=True`` uses :math:`\lfloor t/s \rfloor`, i.e.
+    :func:`step_decay`. Géron writes it :math:`\eta_0\, 0.1^{t/s}`.
+
+    Args:
+        step: updates already taken, >= 0.
+        lr0: the initial rate :math:`\eta_0` (> 0).
+        decay_steps: :math:`s` (> 0).
+        decay_rate: :math:`r > 0` (below 1 to decay).
+        staircase: decay in discrete jumps every ``decay_steps`` steps.
+    """
+    t = _step(step)
+    lr0 = _lr("lr0", lr0)
+    s = check_float("decay_steps", decay_steps, minimum=0.0, min_inclusive=False)
+    r = check_float("decay_rate", decay_rate, minimum=0.0, min_inclusive=False)
+    p = math.floor(t / s) if staircase else t / s
+    return lr0 * r**p
+
+
+def piecewise_constant(step: int, *, boundaries: Sequence[int], values: Sequence[float]) -> float:
+    r"""Piecewise constant scheduling: ``values[i]`` for ``boundaries[i-1] < step <= boundaries[i]``.
+
+    That is, ``values[0]`` up to and including step ``boundaries[0]``, ``values[-1]`` after
+    ``boundaries[-1]``, exactly as ``keras.optimizers.schedules.PiecewiseConstantDecay(boundaries,
+    values)``: a new value takes effect at step ``boundary + 1``. ``torch.optim.lr_scheduler.MultiStepLR(opt,
+    milestones, gamma)`` switches *at* its milestone instead, so it equals this function with
+    ``boundaries = [m - 1 for m in milestones]`` and ``values = [lr0 * gamma**i for i in range(len(milestones)
+    + 1)]``.
+
+    Args:
+        step: updates already taken, >= 0.
+        boundaries: strictly increasing integer steps (may be empty: a constant rate).
+        values: one more rate than ``boundaries`` (each > 0).
+    """
+    t = _step(step)
+    if isinstance(boundaries, (str, bytes)) or not isinstance(boundaries, Sequence):
+        fail("boundaries", "a sequence of increasing integers", boundaries, TypeError)
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        fail("values", "a sequence of learning rates", values, TypeError)
+    bounds = [check_int(f"boundaries[{i}]", b, minimum=0) for i, b in enumerate(boundaries)]
+    if any(b >= c for b, c in zip(bounds, bounds[1:])):
+        fail("boundaries", "strictly increasing", list(boundaries))
+    if len(values) != len(bounds) + 1:
+        fail("values", f"a sequence of len(boundaries) + 1 = {len(bounds) + 1} learning rates", list(values))
+    rates = [_lr(f"values[{i}]", v) for i, v in enumerate(values)]
+    # The first boundary not below the step: values[i] for boundaries[i-1] < t <= boundaries[i].
+    i = next((i for i, b in enumerate(bounds) if t <= b), len(bounds))
+    return rates[i]
+
+
+def _one_cycle_phases(total_steps: int, pct_start: float, three_phase: bool) -> list[tuple[float, str, str]]:
+    """OneCycleLR's phases as (end_step, start, end) with the same float arithmetic as torch."""
+    up = float(pct_start * total_steps) - 1
+    if three_phase:
+        return [
+            (up, "initial", "max"),
+            (float(2 * pct_start * total_steps) - 2, "max", "initial"),
+            (total_steps - 1, "initial", "min"),
+        ]
+    return [(up, "initial", "max"), (total_steps - 1, "max", "min")]
+
+
+def _one_cycle_position(
+    step: Any, total_steps: Any, pct_start: Any, anneal: Any, three_phase: bool
+) -> tuple[int, int, str, list[tuple[float, str, str]]]:
+    t = _step(step)
+    n = check_int("total_steps", total_steps, minimum=1)
+    # three_phase: the second phase must end before the last step, else the third runs backwards.
+    top = 0.5 if three_phase else 1.0
+    check_float(
+        "pct_start", pct_start, minimum=0.0, maximum=top, min_inclusive=False, max_inclusive=three_phase
+    )
+    check_choice("anneal", anneal, ("cos", "linear"))
+    return t, n, anneal, _one_cycle_phases(n, float(pct_start), bool(three_phase))
+
+
+def _one_cycle_interp(
+    t: int, n: int, anneal: str, phases: list[tuple[float, str, str]], points: Mapping[str, float]
+) -> float:
+    if t >= n:  # torch extrapolates at step n (a rate no update uses) and raises after: hold the end
+        return points[phases[-1][2]]
+    start_step = 0.0
+    for i, (end_step, start, end) in enumerate(phases):
+        if t <= end_step or i == len(phases) - 1:
+            a, b = points[start], points[end]
+            if (
+                end_step == start_step
+            ):  # a phase of zero length (pct_start * total_steps == 1): torch divides by 0
+                return b
+            pct = (t - start_step) / (end_step - start_step)
+            if anneal == "cos":
+                return b + (a - b) / 2.0 * (math.cos(math.pi * pct) + 1)
+            return (b - a) * pct + a
+        start_step = end_step
+    raise AssertionError("unreachable: the last phase always matches")
+
+
+def one_cycle(
+    step: int,
+    *,
+    max_lr: float,
+    total_steps: int,
+    pct_start: float = 0.3,
+    div_factor: float = 25.0,
+    final_div_factor: float = 1e4,
+    anneal: str = "cos",
+    three_phase: bool = False,
+) -> float:
+    r"""The 1cycle policy (Smith 2018): up from ``max_lr/div_factor`` to ``max_lr``, then far below the start.
+
+    Reproduces ``torch.optim.lr_scheduler.OneCycleLR(opt, max_lr, total_steps, pct_start, anneal_strategy,
+    div_factor=, final_div_factor=, three_phase=)`` for steps ``0 .. total_steps - 1``, float for float.
+    With :math:`\eta_{\text{init}} = \eta_{\max}/\text{div\_factor}`, :math:`\eta_{\min} =
+    \eta_{\text{init}}/\text{final\_div\_factor}` and :math:`u = \text{pct\_start}\cdot N - 1`:
+
+    * two phases (default, fastai's variant): :math:`\eta_{\text{init}} \to \eta_{\max}` over steps
+      :math:`0..u`, then :math:`\eta_{\max} \to \eta_{\min}` over :math:`u..N-1`;
+    * ``three_phase=True`` (Smith's paper): up over :math:`0..u`, back down to :math:`\eta_{\text{init}}` over
+      :math:`u..2u`, then :math:`\eta_{\text{init}} \to \eta_{\min}` over the rest.
+
+    Within a phase from :math:`a` to :math:`b` at fraction :math:`p` the rate is :math:`b + (a-b)(1+\cos \pi
+    p)/2` (``anneal="cos"``) or :math:`a + (b-a)p` (``"linear"``). The peak :math:`\eta_{\max}` is reached at
+    step :math:`u` when :math:`u` is an integer, otherwise the nearest steps straddle it.
+
+    Differences from torch, only where torch has no answer: at steps ``>= total_steps - 1`` this returns
+    :math:`\eta_{\min}` (torch extrapolates the cosine at step ``total_steps``, a rate no update uses, and
+    raises beyond); a zero-length first phase (``pct_start * total_steps == 1``) gives :math:`\eta_{\max}` at
+    step 0 where torch divides by zero; ``three_phase`` needs ``pct_start <= 0.5``.
+
+    Args:
+        step: updates already taken, >= 0.
+        max_lr: the peak rate (> 0).
+        total_steps: the length :math:`N` of the cycle in updates (>= 1).
+        pct_start: the fraction of the cycle spent increasing the rate, in (0, 1).
+        div_factor: the initial rate is ``max_lr / div_factor`` (> 0).
+        final_div_factor: the final rate is the initial rate divided by this (> 0).
+        anneal: ``"cos"`` or ``"linear"`` interpolation within each phase.
+        three_phase: Smith's symmetric three-phase version instead of fastai's two phases.
+
+    References:
+        Smith & Topin, "Super-Convergence: Very Fast Training of Neural Networks Using Large Learning
+        Rates", 2017 (arXiv:1708.07120); Smith, "A disciplined approach to neural network hyper-parameters:
+        Part 1", 2018 (arXiv:1803.09820).
+    """
+    t, n, anneal, phases = _one_cycle_position(step, total_steps, pct_start, anneal, three_phase)
+    max_lr = _lr("max_lr", max_lr)
+    div = check_float("div_factor", div_factor, minimum=0.0, min_inclusive=False)
+    final_div = check_float("final_div_factor", final_div_factor, minimum=0.0, min_inclusive=False)
+    initial = max_lr / div
+    points = {"initial": initial, "max": max_lr, "min": initial / final_div}
+    return _one_cycle_interp(t, n, anneal, phases, points)
+
+
+def one_cycle_momentum(
+    step: int,
+    *,
+    total_steps: int,
+    pct_start: float = 0.3,
+    anneal: str = "cos",
+    three_phase: bool = False,
+    base_momentum: float = 0.85,
+    max_momentum: float = 0.95,
+) -> float:
+    r"""The momentum that 1cycle pairs with :func:`one_cycle`: high when the rate is low, and vice versa.
+
+    Reproduces the ``momentum`` (SGD) or ``betas[0]`` (Adam) that ``OneCycleLR(cycle_momentum=True)`` sets:
+    ``max_momentum`` to ``base_momentum`` while the rate rises, back to ``max_momentum`` while it falls, and
+    (three phases) ``max_momentum`` during the final annihilation. Smith (2018) found cycling the momentum
+    inversely to the rate lets the large rates be used stably. Pass it as :class:`Schedule`'s
+    ``momentum`` with the same ``total_steps``, ``pct_start``, ``anneal`` and ``three_phase``.
+
+    Args:
+        step: updates already taken, >= 0.
+        total_steps, pct_start, anneal, three_phase: as for :func:`one_cycle`.
+        base_momentum: the momentum at the peak rate, in [0, 1).
+        max_momentum: the momentum at the start and the end, in [base_momentum, 1).
+    """
+    t, n, anneal, phases = _one_cycle_position(step, total_steps, pct_start, anneal, three_phase)
+    base = check_float("base_momentum", base_momentum, minimum=0.0, maximum=1.0, max_inclusive=False)
+    top = check_float("max_momentum", max_momentum, minimum=base, maximum=1.0, max_inclusive=False)
+    # The rate's phase endpoints map to momenta: the start and end of the cycle to max, the peak to base.
+    points = {"initial": top, "max": base, "min": top}
+    return _one_cycle_interp(t, n, anneal, phases, points)
+
+
+def cosine_with_warmup(
+    step: int,
+    *,
+    lr0: float,
+    total_steps: int,
+    warmup_steps: int = 0,
+    min_lr: float = 0.0,
+    warmup_start_lr: float = 0.0,
+) -> float:
+    r"""A linear warm-up to ``lr0``, then a cosine (half-period) decay to ``min_lr``, constant afterwards.
+
+    With :math:`w` = ``warmup_steps`` and :math:`N` = ``total_steps``:
+
+    .. math::
+
+        \eta(t) = \begin{cases}
+            \eta_s + (\eta_0 - \eta_s)\, t / w & t < w \\
+            \eta_{\min} + \tfrac12(\eta_0 - \eta_{\min})\big(1 + \cos\frac{\pi(t - w)}{N - w}\big)
+                & w \le t \le N \\
+            \eta_{\min} & t > N
+        \end{cases}
+
+    The decay is SGDR's cosine annealing within one period (Loshchilov & Hutter 2017); after the warm-up
+    it equals ``torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=N - w, eta_min=min_lr)`` stepped
+    :math:`t - w` times (which, unlike this function, climbs again after :math:`T_{\max}`). The linear
+    warm-up is Goyal et al.'s (2017) gradual warm-up for large batches; torch's ``LinearLR(start_factor=
+    warmup_start_lr / lr0, total_iters=w)`` followed by the cosine in ``SequentialLR`` gives the whole
+    schedule. Keras 3's ``keras.optimizers.schedules.CosineDecay(initial_learning_rate=warmup_start_lr,
+    decay_steps=N - w, alpha=min_lr / lr0, warmup_target=lr0, warmup_steps=w)`` is the same function
+    (Keras' ``initial_learning_rate`` is where the warm-up *starts*, its ``decay_steps`` exclude the warm-up,
+    and its floor is a fraction ``alpha`` of the peak); without warm-up, ``CosineDecay(lr0, N, alpha=min_lr /
+    lr0)``.
+
+    Args:
+        step: updates already taken, >= 0.
+        lr0: the peak rate :math:`\eta_0` reached at the end of the warm-up (> 0).
+        total_steps: :math:`N`, the step at which the rate reaches ``min_lr`` (> ``warmup_steps``).
+        warmup_steps: :math:`w \ge 0` (0: no warm-up, start at ``lr0``).
+        min_lr: the floor :math:`\eta_{\min}` in [0, lr0].
+        warmup_start_lr: :math:`\eta_s` in [0, lr0], the rate at step 0 of the warm-up.
+
+    References:
+        Loshchilov & Hutter, "SGDR: Stochastic Gradient Descent with Warm Restarts", ICLR 2017;
+        Goyal et al., "Accurate, Large Minibatch SGD: Training ImageNet in 1 Hour", 2017 (arXiv:1706.02677).
+    """
+    t = _step(step)
+    lr0 = _lr("lr0", lr0)
+    n = check_int("total_steps", total_steps, minimum=1)
+    w = check_int("warmup_steps", warmup_steps, minimum=0, maximum=n - 1)
+    lo = check_float("min_lr", min_lr, minimum=0.0, maximum=lr0)
+    start = check_float("warmup_start_lr", warmup_start_lr, minimum=0.0, maximum=lr0)
+    if t < w:
+        return start + (lr0 - start) * t / w
+    if t == w:  # exactly the peak, as torch's CosineAnnealingLR starts from its base rate
+        return lr0
+    if t >= n:
+        return lo
+    # torch's closed form, term for term, so that the parity test can be tight.
+    return lo + (lr0 - lo) * (1 + math.cos(math.pi * (t - w) / (n - w))) / 2
+
+
+class ReduceOnPlateau:
+    r"""Performance scheduling: multiply the rate by ``factor`` when a metric has stopped improving.
+
+    Follows ``torch.optim.lr_scheduler.ReduceLROnPlateau`` rule for rule, so that the same sequence of
+    metrics gives the same rates. With ``mode="min"`` a value :math:`v` improves on the best :math:`b`
+    when :math:`v < b(1 - \theta)` (``threshold_mode="rel"``) or :math:`v < b - \theta` (``"abs"``); with
+    ``"max"``, when :math:`v > b(1 + \theta)` or :math:`v > b + \theta`. Each :meth:`update`:
+
+    1. counts a bad update (``num_bad``) or records the new best and resets the count;
+    2. during a cooldown, counts the cooldown down and forgets the bad update;
+    3. once ``num_bad > patience`` (the ``patience + 1``-th bad update in a row), sets
+       :math:`\eta \leftarrow \max(\eta\cdot\text{factor}, \eta_{\min})` (unless that changes it by no more
+       than ``eps``), starts a cooldown of ``cooldown`` updates and resets the count.
+
+    ``keras.callbacks.ReduceLROnPlateau(patience=p, min_delta=d, cooldown=c)`` gives the same rates (to
+    float32, in which Keras stores the rate; checked on scripted sequences in the tests) as
+    ``ReduceOnPlateau(patience=max(p - 1, 0), threshold=d, threshold_mode="abs", cooldown=max(c - 1, 0),
+    eps=0)``. The differences behind that mapping: Keras' ``min_delta`` is absolute (torch's default
+    threshold is relative); Keras reduces at the ``p``-th bad epoch in a row (``wait >= patience``, so 0 and 1
+    act alike) where torch waits for the ``p+1``-th; Keras counts its cooldown down *before* judging the
+    epoch, so its cooldown ``c`` ignores ``c - 1`` epochs where torch's ignores ``c``; and Keras has no
+    ``eps``. Keras also infers ``mode="auto"`` from the metric, takes a NaN first value as its best (torch
+    counts it as bad), and, once at ``min_lr``, keeps its count instead of restarting it (same rates).
+
+    Args:
+        lr0: the initial rate (> 0).
+        factor: the multiplier of a reduction, in (0, 1).
+        patience: the number of bad updates tolerated before a reduction (>= 0).
+        mode: ``"min"`` (a loss) or ``"max"`` (an accuracy).
+        threshold: the improvement that counts, :math:`\theta \ge 0`, relative or absolute.
+        threshold_mode: ``"rel"`` or ``"abs"``.
+        cooldown: updates after a reduction during which bad updates are not counted (>= 0).
+        min_lr: the floor of the rate (>= 0).
+        eps: a reduction smaller than this is skipped (torch's ``eps``; >= 0).
+
+    Attributes:
+        lr: the current rate.
+        best: the best metric so far (``inf``/``-inf`` before the first update).
+        num_bad: bad updates since the last improvement or reduction.
+        cooldown_counter: updates of cooldown left.
+        updates: :meth:`update` calls so far (torch's ``last_epoch``).
+    """
+
+    STATE_KEYS = ("lr", "best", "num_bad", "cooldown_counter", "updates")
+
+    def __init__(
+        self,
+        lr0: float,
+        *,
+        factor: float = 0.1,
+        patience: int = 10,
+        mode: str = "min",
+        threshold: float = 1e-4,
+        threshold_mode: str = "rel",
+        cooldown: int = 0,
+        min_lr: float = 0.0,
+        eps: float = 1e-8,
+    ) -> None:
+        self.lr0 = _lr("lr0", lr0)
+        self.factor = check_float(
+            "factor", factor, minimum=0.0, maximum=1.0, min_inclusive=False, max_inclusive=False
+        )
+        self.patience = check_int("patience", patience, minimum=0)
+        self.mode = check_choice("mode", mode, ("min", "max"))
+        self.threshold = check_float("threshold", threshold, minimum=0.0)
+        self.threshold_mode = check_choice("threshold_mode", threshold_mode, ("rel", "abs"))
+        self.cooldown = check_int("cooldown", cooldown, minimum=0)
+        self.min_lr = check_float("min_lr", min_lr, minimum=0.0)
+        self.eps = check_float("eps", eps, minimum=0.0)
+        self.reset()
+
+    def reset(self) -> None:
+        """Back to the state of a new instance: rate ``lr0``, no best value, no counts."""
+        self.lr = self.lr0
+        self.best = math.inf if self.mode == "min" else -math.inf
+        self.num_bad = 0
+        self.cooldown_counter = 0
+        self.updates = 0
+
+    def improves(self, value: float) -> bool:
+        """Whether ``value`` beats the best so far by more than the threshold (NaN never does)."""
+        rel = self.threshold_mode == "rel"
+        if self.mode == "min":
+            return value < (self.best * (1.0 - self.threshold) if rel else self.best - self.threshold)
+        return value > (self.best * (self.threshold + 1.0) if rel else self.best + self.threshold)
+
+    def update(self, metric: float | torch.Tensor) -> float:
+        """Take one new value of the monitored metric (one epoch's) and return the rate to use next."""
+        value = _metric(metric)
+        self.updates += 1
+        if self.improves(value):
+            self.best, self.num_bad = value, 0
+        else:
+            self.num_bad += 1
+        if self.cooldown_counter > 0:
+            self.cooldown_counter -= 1
+            self.num_bad = 0  # bad updates during the cooldown are forgotten
+        if self.num_bad > self.patience:
+            new = max(self.lr * self.factor, self.min_lr)
+            if self.lr - new > self.eps:
+                self.lr = new
+            self.cooldown_counter, self.num_bad = self.cooldown, 0
+        return self.lr
+
+    def state_dict(self) -> dict[str, Any]:
+        """The rate and counters (floats and ints), for a checkpoint."""
+        return {key: getattr(self, key) for key in self.STATE_KEYS}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned.
+
+        Raises:
+            TypeError: if ``state`` is not a mapping with the keys of :meth:`state_dict`.
+        """
+        if not isinstance(state, Mapping) or any(key not in state for key in self.STATE_KEYS):
+            fail("state", f"a mapping with the keys {list(self.STATE_KEYS)}", state, TypeError)
+        self.lr, self.best = float(state["lr"]), float(state["best"])
+        self.num_bad, self.cooldown_counter = int(state["num_bad"]), int(state["cooldown_counter"])
+        self.updates = int(state["updates"])
+
+    def __repr__(self) -> str:
+        return f"ReduceOnPlateau(lr={self.lr:g}, best={self.best:g}, num_bad={self.num_bad})"
+
+
+def _metric(metric: Any) -> float:
+    if isinstance(metric, torch.Tensor) and metric.numel() == 1:
+        return float(metric.item())
+    if isinstance(metric, bool) or not isinstance(metric, numbers.Real):
+        fail("metric", "a real number or a one-element tensor", metric, TypeError)
+    return float(metric)
+
+
+def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def _set_momentum(optimizer: torch.optim.Optimizer, momentum: float) -> None:
+    for group in optimizer.param_groups:
+        if "betas" in group:  # Adam and relatives: beta1 is their momentum, as OneCycleLR treats it
+            group["betas"] = (momentum, *group["betas"][1:])
+        else:
+            group["momentum"] = momentum
+
+
+class Schedule(Callback):
+    """Set the learning rate of every parameter group from ``fn(step)`` (or ``fn(epoch)``) during ``fit``.
+
+    ``fn`` maps the number of updates already taken (``per="step"``) or of epochs completed
+    (``per="epoch"``) to an absolute rate, e.g. ``functools.partial(one_cycle, max_lr=0.1,
+    total_steps=epochs * len(train))``. The rate of the update at counter ``k`` is ``fn(k)``, exactly what
+    a torch scheduler stepped after every update (or epoch) gives. All parameter groups get the same rate;
+    per-group rates are overwritten.
+
+    When the rate is set: ``fn(0)`` before training (``on_train_begin``), ``fn(step)``/``fn(epoch)`` after
+    each update or epoch (so the optimizer holds the next rate between steps, as a checkpoint saves it),
+    and once more just before each update from the counter itself (``on_before_step``). The last one
+    makes the schedule a pure function of ``fit``'s counters: a run resumed from a checkpoint (which
+    restores them) continues the schedule exactly, and a batch skipped for a non-finite loss still counts.
+
+    Args:
+        fn: ``fn(counter) -> lr``, a finite rate >= 0.
+        per: ``"step"`` or ``"epoch"``.
+        momentum: optional ``fn(counter) -> momentum`` (e.g. a partial of :func:`one_cycle_momentum`), set
+            as SGD's ``momentum`` or Adam's ``betas[0]``.
+        record: keep the rates (and momenta) used in :attr:`lrs` (:attr:`momenta`).
+
+    Attributes:
+        lrs: with ``record``, the rate of every update (``per="step"``) or every epoch (``per="epoch"``)
+            run in the latest ``fit`` (after a resume: from the resumed counter on).
+        momenta: the same for the momentum, when ``momentum`` is given.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[[int], float],
+        *,
+        per: str = "step",
+        momentum: Callable[[int], float] | None = None,
+        record: bool = True,
+    ) -> None:
+        if not callable(fn):
+            fail("fn", "a callable fn(step) -> learning rate", fn, TypeError)
+        if momentum is not None and not callable(momentum):
+            fail("momentum", "None or a callable fn(step) -> momentum", momentum, TypeError)
+        self.fn, self.momentum = fn, momentum
+        self.per = check_choice("per", per, ("step", "epoch"))
+        self.record = bool(check_type("record", record, bool, "True or False"))
+        self.lrs: list[float] = []
+        self.momenta: list[float] = []
+        self._recorded: int | None = None
+
+    def _apply(self, state: TrainState, counter: int) -> tuple[float, float | None]:
+        lr = float(self.fn(counter))
+        if not (math.isfinite(lr) and lr >= 0):
+            fail(f"fn({counter})", "a finite learning rate >= 0", lr)
+        _set_lr(state.optimizer, lr)
+        momentum = None if self.momentum is None else float(self.momentum(counter))
+        if momentum is not None:
+            _set_momentum(state.optimizer, momentum)
+        return lr, momentum
+
+    def on_train_begin(self, state: TrainState) -> None:
+        if self.momentum is not None and not all(
+            "betas" in g or "momentum" in g for g in state.optimizer.param_groups
+        ):
+            fail(
+                "momentum", "None for an optimizer without momentum or betas", type(state.optimizer).__name__
+            )
+        self.lrs, self.momenta, self._recorded = [], [], None
+        self._apply(state, state.step if self.per == "step" else state.epoch)
+
+    def on_before_step(self, state: TrainState) -> None:
+        # fit has already counted the step in progress: it is update number state.step - 1 from zero.
+        counter = state.step - 1 if self.per == "step" else state.epoch
+        lr, momentum = self._apply(state, counter)
+        if self.record and counter != self._recorded:
+            self._recorded = counter
+            self.lrs.append(lr)
+            if momentum is not None:
+                self.momenta.append(momentum)
+
+    def on_step_end(self, state: TrainState) -> None:
+        if self.per == "step":
+            self._apply(state, state.step)
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        if self.per == "epoch":
+            self._apply(state, state.epoch)
+
+
+class PlateauSchedule(Callback):
+    """Performance scheduling in ``fit``: feed ``monitor`` to a :class:`ReduceOnPlateau` after each epoch.
+
+    The monitored value is read from the epoch's ``History`` record (epochs without it, such as those
+    ``fit(eval_every=k)`` does not validate, are skipped, as torch's scheduler would not be stepped). At the
+    start of ``fit`` the plateau rule is reset and every parameter group gets its ``lr0``; its state goes
+    into checkpoints, so a resumed run reduces the rate exactly when the uninterrupted one would.
+
+    Args:
+        plateau: the rule, e.g. ``ReduceOnPlateau(0.1, factor=0.5, patience=3)``.
+        monitor: the ``History`` key to watch (default ``"val_loss"``); pair ``"val_accuracy"`` with
+            ``ReduceOnPlateau(mode="max")``.
+
+    Attributes:
+        lrs: the rate after each monitored epoch of the latest ``fit``.
+    """
+
+    def __init__(self, plateau: ReduceOnPlateau, monitor: str = "val_loss") -> None:
+        self.plateau = check_type("plateau", plateau, ReduceOnPlateau, "a ReduceOnPlateau")
+        self.monitor = check_type("monitor", monitor, str, "a string naming a History key")
+        self.lrs: list[float] = []
+
+    def on_train_begin(self, state: TrainState) -> None:
+        self.plateau.reset()
+        self.lrs = []
+        _set_lr(state.optimizer, self.plateau.lr)
+
+    def on_before_step(self, state: TrainState) -> None:
+        _set_lr(state.optimizer, self.plateau.lr)  # after a resume, the restored rule's rate
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        record = state.history.epochs[-1] if state.history.epochs else {}
+        if self.monitor not in record:
+            return
+        lr = self.plateau.update(record[self.monitor])
+        _set_lr(state.optimizer, lr)
+        self.lrs.append(lr)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The plateau rule's state (see :meth:`ReduceOnPlateau.state_dict`)."""
+        return self.plateau.state_dict()
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore the plateau rule's state."""
+        self.plateau.load_state_dict(state)
