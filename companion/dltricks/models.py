@@ -68,10 +68,11 @@ def deep_mlp(
       (2015), with :class:`dltricks.layers.BatchNorm`;
     * ``residual=True``: the first hidden layer maps the input to ``width``; each of the other ``depth - 1``
       is a pre-activation block ``x + Linear(activation(x))`` (He et al., 2016, "Identity mappings"), whose
-      weight is scaled by ``1/sqrt(depth)`` after initialization. Why: a variance-preserving branch adds
-      the input's variance once per block, so ``L`` unscaled blocks multiply it by ``2**L``; with the
-      branch scaled by ``a = 1/sqrt(L)`` the growth is ``(1 + 1/L)**L < e`` at any depth (the idea
-      behind Fixup, Zhang et al., 2019).
+      weight is scaled by ``1/sqrt(depth)`` after initialization. Why: with He weights a branch adds up to
+      twice the stream's second moment (exactly its second moment for a symmetric stream), so ``L``
+      unscaled blocks multiply it by between ``2**L`` and ``3**L``; with the branch scaled by
+      ``a = 1/sqrt(L)`` the growth is at most ``(1 + 2/L)**L < e**2`` at any depth (the idea behind
+      Fixup, Zhang et al., 2019).
 
     Args:
         in_features: inputs per example after flattening.

@@ -1,0 +1,70 @@
+"""The Vanishing and exploding gradients chapter's claims, checked on its recorded results
+(results/gradients.json)."""
+
+from __future__ import annotations
+
+import pytest
+from chapter_results import check_run_metadata, values
+
+pytestmark = pytest.mark.book
+
+CHANCE = 0.10  # ten balanced classes
+
+
+@pytest.fixture(scope="module")
+def grad(results):
+    return results("gradients")
+
+
+def test_run_metadata(grad):
+    check_run_metadata(grad)
+
+
+def test_sigmoid_with_glorot_vanishes_while_relu_with_he_stays_within_a_factor_of_ten(grad):
+    # First hidden layer's gradient norm over the last hidden layer's, at initialization, per seed.
+    assert (values(grad, "ratio_sigmoid_glorot") < 1e-3).all()
+    he = values(grad, "ratio_relu_he")
+    assert ((he > 0.1) & (he < 10)).all(), he
+
+
+def test_sigmoid_with_unit_normal_weights_saturates_rather_than_vanishes(grad):
+    # What the chapter reports instead of the textbook claim: most sigmoid outputs are pinned near 0 or 1,
+    # but the gradient ratio stays far above the 1e-3 that would mean vanishing.
+    assert values(grad, "sat_sigmoid_n01").mean() > 0.3
+    assert (values(grad, "ratio_sigmoid_n01") > 1e-3).all()
+
+
+def test_fifty_layer_plain_sigmoid_stays_at_chance_while_batch_norm_and_residual_learn(grad):
+    assert values(grad, "deeper")[0] == 50
+    plain = values(grad, "deep50_acc_plain_sigmoid")
+    assert plain.mean() < CHANCE + 0.05, plain
+    # "far above chance": more than 5x chance on average, and every seed at least 4x.
+    for key in ("deep50_acc_bn_sigmoid", "deep50_acc_residual_relu"):
+        acc = values(grad, key)
+        assert acc.mean() > 0.5 and (acc > 0.4).all(), (key, acc)
+
+
+def test_exploding_rnn_goes_non_finite_without_clipping_and_stays_finite_with_it(grad):
+    n = len(grad["seeds"])
+    assert values(grad, "rnn_finite_none")[0] == 0
+    assert values(grad, "rnn_finite_norm")[0] == n
+    assert values(grad, "rnn_finite_value")[0] == n
+
+
+def test_the_source_articles_clipping_example(grad):
+    assert values(grad, "clip_value_0")[0] == pytest.approx(0.9, abs=1e-7)
+    assert values(grad, "clip_value_1")[0] == pytest.approx(1.0, abs=1e-7)
+    assert values(grad, "clip_norm_0")[0] == pytest.approx(0.00899964, abs=1e-7)
+    assert values(grad, "clip_norm_1")[0] == pytest.approx(0.99995950, abs=1e-7)
+
+
+def test_batch_norm_parity_and_the_hidden_initialization_bug(grad):
+    assert values(grad, "bn_parity_err")[0] < 1e-12
+    # Without batch norm the 10x bug scales the logits of the 10-layer ReLU net by 10^11 (homogeneity) ...
+    assert values(grad, "bug_logit_ratio")[0] == pytest.approx(1e11, rel=1e-3)
+    # ... with it, only the pre-normalization statistics show the bug.
+    assert values(grad, "bug_pre_std_bn")[0] == pytest.approx(10 * values(grad, "ok_pre_std_bn")[0], rel=1e-3)
+
+
+def test_selu_self_normalizes_at_depth(grad):
+    assert abs(values(grad, "selu_last_std").mean() - 1) < 0.2

@@ -1,0 +1,74 @@
+"""The Optimizers chapter's claims, checked on its recorded results (results/optimizers.json)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from chapter_results import check_run_metadata, values
+
+pytestmark = pytest.mark.book
+
+
+@pytest.fixture(scope="module")
+def opt(results):
+    return results("optimizers")
+
+
+def test_run_metadata(opt):
+    check_run_metadata(opt)
+
+
+def test_parity_with_torch_optim_is_within_the_stated_tolerance(opt):
+    tolerance = values(opt, "parity_tolerance")[0]
+    assert tolerance <= 1e-12
+    assert values(opt, "parity_max")[0] <= tolerance
+    for name in ("sgd", "adagrad", "rmsprop", "adadelta", "adam", "adamw", "nadam"):
+        assert values(opt, f"parity_{name}")[0] <= tolerance, name
+
+
+def test_momentum_reaches_the_optimum_first_and_lr_06_diverges_along_x2(opt):
+    assert values(opt, "mom_steps")[0] < values(opt, "gd_steps")[0]
+    assert values(opt, "gd06_x2")[0] > 2.0 > 1e-2 > values(opt, "gd06_x1")[0]  # started at (-5, -2)
+
+
+def test_adagrad_effective_step_decreases_monotonically(opt):
+    assert opt["results"]["adagrad_monotone"]["value"] == "yes"
+    assert values(opt, "adagrad_eff_last")[0] < values(opt, "adagrad_eff_first")[0]
+
+
+def test_noise_escapes_the_saddle(opt):
+    assert values(opt, "saddle_clean_y")[0] == 0.0
+    assert (values(opt, "saddle_noisy_f") < 0).all()
+
+
+def test_training_at_the_range_test_suggestion_does_not_diverge(opt):
+    assert values(opt, "suggested_finite")[0] == len(opt["seeds"])
+    assert values(opt, "range_suggestion")[0] < values(opt, "range_min_lr")[0]
+    assert (values(opt, "suggested_acc") > 0.5).all()
+
+
+def test_minibatch_gradient_variance_falls_about_as_one_over_batch_size(opt):
+    assert -1.3 < values(opt, "noise_slope")[0] < -0.7
+
+
+def test_the_optimizer_table_names_the_measured_winner(opt):
+    # The chapter's winner must be the optimizer with the highest mean, and its wording about the margin
+    # must match the paired numbers it recorded.
+    names = {
+        "SGD": "sgd",
+        "SGD + momentum": "sgd_momentum",
+        "SGD + Nesterov": "sgd_nesterov",
+        "AdaGrad": "adagrad",
+        "RMSProp": "rmsprop",
+        "AdaDelta": "adadelta",
+        "Adam": "adam",
+        "AdamW": "adamw",
+        "Nadam": "nadam",
+    }
+    means = {name: values(opt, f"cmp_val_{key}").mean() for name, key in names.items()}
+    winner = opt["results"]["cmp_winner"]["value"]
+    assert means[winner] == max(means.values())
+    margin = values(opt, "cmp_margin")
+    clear = margin.mean() > 2 * margin.std(ddof=1) / math.sqrt(len(margin))
+    assert opt["results"]["cmp_margin_clear"]["value"] == ("clearly" if clear else "not clearly")
