@@ -29,7 +29,9 @@ def test_parity_with_torch_optim_is_within_the_stated_tolerance(opt):
 
 def test_momentum_reaches_the_optimum_first_and_lr_06_diverges_along_x2(opt):
     assert values(opt, "mom_steps")[0] < values(opt, "gd_steps")[0]
-    assert values(opt, "gd06_x2")[0] > 2.0 > 1e-2 > values(opt, "gd06_x1")[0]  # started at (-5, -2)
+    # Started at (-5, -2): after 30 steps at lr 0.6, x1 has shrunk by 0.88^30 while x2 has grown by 1.4^30.
+    assert values(opt, "gd06_x1")[0] < 0.5
+    assert values(opt, "gd06_x2")[0] > 1e3
 
 
 def test_adagrad_effective_step_decreases_monotonically(opt):
