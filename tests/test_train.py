@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -253,6 +255,23 @@ def test_skip_drops_nonfinite_steps_counts_them_and_keeps_the_weights():
     assert all(torch.equal(a, b) for a, b in zip(seen[3], seen[5]))  # steps 3 and 4 changed nothing
     assert not all(torch.equal(a, b) for a, b in zip(seen[2], seen[3]))  # while a normal step does
     assert all(v == v and abs(v) != float("inf") for v in hist["loss"])  # the NaN batches are left out
+
+
+def test_an_epoch_with_every_step_skipped_records_nan_not_zero():
+    x, y = _blobs(32)
+    net = mlp(2, (8,), 3)
+    hist = fit(
+        net,
+        TensorBatches(x, y, 16),  # two batches per epoch; both of epoch 2 fail
+        torch.optim.SGD(net.parameters(), lr=0.1),
+        epochs=3,
+        loss_fn=NanAt([3, 4]),
+        nonfinite="skip",
+        progress=False,
+    )
+    assert hist["skipped"] == [0, 2, 0]
+    assert math.isnan(hist["loss"][1])
+    assert math.isfinite(hist["loss"][0]) and math.isfinite(hist["loss"][2])
 
 
 def test_skip_raises_once_more_than_max_skipped():

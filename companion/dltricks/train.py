@@ -281,7 +281,9 @@ def fit(
             state.loss_count += y.shape[0]
             for cb in callbacks:
                 cb.on_step_end(state)
-        record: dict[str, Any] = {"epoch": epoch + 1, "loss": state.loss_total / max(state.loss_count, 1)}
+        # An epoch whose every step was skipped has no mean loss: NaN, not a reassuring 0.
+        mean_loss = state.loss_total / state.loss_count if state.loss_count else float("nan")
+        record: dict[str, Any] = {"epoch": epoch + 1, "loss": mean_loss}
         if nonfinite == "skip":
             record["skipped"] = state.epoch_skipped
         evaluate_now = (epoch + 1) % eval_every == 0 or epoch + 1 == epochs
