@@ -189,6 +189,62 @@ def record(name: str, value: Any, fmt: str = "{:.3g}", *, glue: bool = True) -> 
     return _current.record(name, value, fmt, glue=glue)
 
 
+def record_comparison(
+    name: str,
+    treatment: Sequence[float] | np.ndarray,
+    baseline: Sequence[float] | np.ndarray,
+    fmt: str = "{:+.3g}",
+    *,
+    higher_is_better: bool = True,
+    n_test: int | None = None,
+    confidence: float = 0.95,
+    glue: bool = True,
+) -> Any:
+    """Compare paired per-seed values (:func:`dltricks.compare.compare_paired`) and record the outcome.
+
+    Records three glue keys in the current chapter:
+
+    * ``name``: the per-seed differences ``treatment - baseline`` (shown as ``mean ± std``); its JSON entry
+      also keeps both arms and the comparison's settings, so a claim test can recompute the verdict;
+    * ``name + "_verdict"``: ``"helps"``, ``"no clear difference"`` or ``"hurts"``;
+    * ``name + "_text"``: one phrase, e.g. ``"+1.2% ± 0.8% (helps; better in 5 of 5 seeds)"``.
+
+    Args:
+        name: the glue key of the differences.
+        treatment, baseline, higher_is_better, n_test, confidence: as in
+            :func:`~dltricks.compare.compare_paired`.
+        fmt: a ``str.format`` pattern for the differences, e.g. ``"{:+.1%}"``.
+        glue: also glue into the notebook (default).
+
+    Returns:
+        The :class:`~dltricks.compare.PairedComparison`.
+
+    Raises:
+        RuntimeError: if no chapter is being recorded.
+        ValueError, TypeError: as :func:`~dltricks.compare.compare_paired`.
+    """
+    from dltricks.compare import compare_paired
+
+    if _current is None:
+        raise RuntimeError("no chapter is being recorded: call dltricks.book.start_chapter(...) first")
+    result = compare_paired(
+        treatment, baseline, higher_is_better=higher_is_better, n_test=n_test, confidence=confidence
+    )
+    _current.record(name, result.diffs, fmt, glue=glue)
+    _current.results[name]["comparison"] = {
+        "treatment": [float(v) for v in np.asarray(treatment, dtype=float).ravel()],
+        "baseline": [float(v) for v in np.asarray(baseline, dtype=float).ravel()],
+        "higher_is_better": higher_is_better,
+        "n_test": n_test,
+        "confidence": confidence,
+        "margin": result.margin,
+        "verdict": result.verdict,
+    }
+    _current.record(f"{name}_verdict", result.verdict, glue=glue)
+    _current.record(f"{name}_text", result.describe(fmt), glue=glue)
+    return result
+
+
 def load_results(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a chapter's results JSON (as written by :class:`Chapter`)."""
     with open(path, encoding="utf-8") as fh:
