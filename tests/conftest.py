@@ -17,6 +17,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 
+# The book's thread budget for every test process (pytest-xdist runs one per core): set before any test module
+# imports torch or TensorFlow, so their pools start at this size (see dltricks/threads.py for why).
+from dltricks.threads import limit_threads, thread_budget, thread_env  # noqa: E402
+
+os.environ.update(thread_env(thread_budget()))
+limit_threads()
+
 
 @pytest.fixture(scope="session")
 def build_dir() -> Path:

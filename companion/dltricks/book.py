@@ -64,12 +64,22 @@ def mean_std(values: Sequence[float] | np.ndarray) -> tuple[float, float]:
     return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
 
 
-def format_value(value: Any, fmt: str = "{:.3g}") -> str:
-    """The text a reader sees: ``fmt`` applied to a number, or ``mean ± std`` for a sequence of numbers."""
+def format_value(value: Any, fmt: str = "{:.3g}", *, summary: str = "mean") -> str:
+    """The text a reader sees: ``fmt`` applied to a number, or a summary of a sequence of numbers.
+
+    ``summary="mean"`` shows ``mean ± std``; ``summary="median"`` shows ``median (range min to max)``, the
+    summary for heavy-tailed quantities or ones that span orders of magnitude, where a mean and a standard
+    deviation are dominated by one extreme value.
+    """
+    check_choice("summary", summary, ("mean", "median"))
     if isinstance(value, str):
         return value
     if _is_number(value):
         return fmt.format(value)
+    if _is_number_sequence(value) and summary == "median":
+        arr = np.asarray(value, dtype=float).ravel()
+        med, lo, hi = (fmt.format(v) for v in (np.median(arr), arr.min(), arr.max()))
+        return f"{med} (range {lo} to {hi})"
     if _is_number_sequence(value):
         m, s = mean_std(value)
         # A sign flag in fmt ("{:+.2f}") is for the mean; a spread has no sign.
@@ -124,7 +134,9 @@ class Chapter:
         self.commit = _git_commit()  # read once: the run belongs to the tree as it was when it started
         self._write()
 
-    def record(self, name: str, value: Any, fmt: str = "{:.3g}", *, glue: bool = True) -> Any:
+    def record(
+        self, name: str, value: Any, fmt: str = "{:.3g}", *, glue: bool = True, summary: str = "mean"
+    ) -> Any:
         """Store ``value`` as ``name``, glue its text into the notebook, rewrite the JSON; return ``value``.
 
         Args:
@@ -132,9 +144,11 @@ class Chapter:
             value: a number, a string, or a sequence of per-seed numbers (shown as ``mean ± std``).
             fmt: a ``str.format`` pattern for numbers, e.g. ``"{:.1%}"`` or ``"{:.2f}"``.
             glue: also glue into the notebook (default); off for values only tests read.
+            summary: how a sequence is shown: ``"mean"`` (``mean ± std``) or ``"median"``
+                (``median (range min to max)``, for heavy-tailed quantities).
         """
         check_type("name", name, str, "a string")
-        text = format_value(value, fmt)
+        text = format_value(value, fmt, summary=summary)
         entry: dict[str, Any] = {"text": text}
         if _is_number_sequence(value) and not isinstance(value, str):
             values = [float(v) for v in np.asarray(value, dtype=float).ravel()]
@@ -159,6 +173,7 @@ class Chapter:
             "device": self.device,
             "device_name": _device_name(self.device),
             "seeds": self.seeds,
+            "threads": _torch_threads(),
             "started": self.started,
             "wall_time_s": round(time.perf_counter() - self._t0, 2),
             "commit": self.commit,
@@ -176,17 +191,24 @@ class Chapter:
 
 
 def start_chapter(name: str, *, profile: str, device: Any, seeds: Sequence[int], **kwargs: Any) -> Chapter:
-    """Begin recording chapter ``name``; later :func:`record` calls go to it."""
+    """Begin recording chapter ``name``; later :func:`record` calls go to it.
+
+    Also applies the book's thread budget (:func:`dltricks.threads.limit_threads`, ``$DLTRICKS_THREADS``,
+    default 1), so a chapter run in Jupyter computes with the same threads as the build and gives its numbers.
+    """
     global _current
+    from dltricks.threads import limit_threads
+
+    limit_threads()
     _current = Chapter(name, profile=profile, device=device, seeds=seeds, **kwargs)
     return _current
 
 
-def record(name: str, value: Any, fmt: str = "{:.3g}", *, glue: bool = True) -> Any:
+def record(name: str, value: Any, fmt: str = "{:.3g}", *, glue: bool = True, summary: str = "mean") -> Any:
     """Record ``value`` in the current chapter (see :meth:`Chapter.record`)."""
     if _current is None:
         raise RuntimeError("no chapter is being recorded: call dltricks.book.start_chapter(...) first")
-    return _current.record(name, value, fmt, glue=glue)
+    return _current.record(name, value, fmt, glue=glue, summary=summary)
 
 
 def record_comparison(
@@ -303,6 +325,12 @@ def _device_name(device: str) -> str:
         if torch.cuda.is_available():
             return torch.cuda.get_device_name(torch.device(device))
     return platform.processor() or platform.machine()
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def _versions() -> dict[str, str]:
