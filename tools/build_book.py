@@ -1,4 +1,4 @@
-"""Execute every chapter with papermill (in parallel; from a cache when nothing changed), then render the book.
+"""Execute every chapter with papermill (in parallel, cached when unchanged), then render the book.
 
     python tools/build_book.py [--profile auto|smoke|quick|full] [--device auto|cpu|cuda] [--seed 0]
                                [--jobs N] [--force] [--only CHAPTER ...] [--no-html] [--build-dir _build]

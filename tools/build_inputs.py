@@ -19,7 +19,6 @@ from __future__ import annotations
 import ast
 import hashlib
 import platform
-import re
 from importlib import metadata
 from pathlib import Path
 
@@ -39,10 +38,6 @@ RESULT_ENV = (
 DISTRIBUTIONS = ("torch", "numpy", "scipy", "scikit-learn", "matplotlib", "tensorflow-cpu", "tensorflow",
                  "keras", "papermill", "ipykernel", "nbclient", "jupytext", "myst-nb")  # fmt: skip
 
-_IMPORT = re.compile(
-    r"^\s*(?:from\s+(dltricks(?:\.\w+)*)\s+import\s+([\w\s,()]+)|import\s+(dltricks(?:\.\w+)*))", re.MULTILINE
-)
-
 
 def module_file(module: str, package: Path = PACKAGE) -> Path | None:
     """The source file of ``dltricks.a.b`` (a module or a package's ``__init__``), or None."""
@@ -55,29 +50,45 @@ def module_file(module: str, package: Path = PACKAGE) -> Path | None:
 
 
 def imported_modules(source: str) -> set[str]:
-    """``dltricks`` modules named by import statements in chapter source (``from dltricks import a`` counts
-    ``dltricks.a`` when ``a`` is a submodule)."""
+    """``dltricks`` modules named by import statements in Python source (``from dltricks import a`` counts
+    ``dltricks.a`` when ``a`` is a submodule). IPython magics and shell lines are skipped."""
+    code = "\n".join("" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines())
     found: set[str] = set()
-    for match in _IMPORT.finditer(source):
-        module = match.group(1) or match.group(3)
-        found.add(module)
-        if match.group(2):
-            for name in re.split(r"[\s,()]+", match.group(2)):
-                if name and module_file(f"{module}.{name}") is not None:
-                    found.add(f"{module}.{name}")
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:  # the chapter will fail on it when executed, naming the cell
+        return found
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.split(".")[0] == "dltricks"}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            if node.module.split(".")[0] == "dltricks":
+                found.add(node.module)
+                found |= {
+                    f"{node.module}.{a.name}" for a in node.names if module_file(f"{node.module}.{a.name}")
+                }
     return found
+
+
+def chapter_code(md: Path) -> list[str]:
+    """The code cells of a Jupytext chapter."""
+    import jupytext
+
+    nb = jupytext.read(md)
+    return [cell.source for cell in nb.cells if cell.cell_type == "code"]
 
 
 def package_closure(modules: set[str], package: Path = PACKAGE) -> dict[str, str]:
     """Every package file the given modules need, with its SHA-256: the modules, the packages that contain
     them, and what they import from ``dltricks`` (absolute or relative), transitively."""
-    todo = {m for m in modules}
-    for m in list(todo):  # importing dltricks.a.b runs dltricks/__init__ and dltricks/a/__init__ first
-        parts = m.split(".")
-        todo |= {".".join(parts[:i]) for i in range(1, len(parts))}
+    todo = set(modules)
     seen: dict[str, str] = {}
     while todo:
         module = todo.pop()
+        parts = module.split(
+            "."
+        )  # importing dltricks.a.b runs dltricks/__init__ and dltricks/a/__init__ first
+        todo |= {".".join(parts[:i]) for i in range(1, len(parts))}
         path = module_file(module, package)
         if path is None:
             continue
@@ -125,7 +136,7 @@ def describe(md: Path, params: dict, env: dict, results: Path | None = None) -> 
     inputs = {
         "params": params,
         "env": {k: env[k] for k in RESULT_ENV if k in env},
-        "package": package_closure(imported_modules(md.read_text(encoding="utf-8"))),
+        "package": package_closure(set().union(*map(imported_modules, chapter_code(md)))),
         "versions": versions(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
