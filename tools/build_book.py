@@ -103,16 +103,25 @@ def prepare(md: Path, params: dict, inputs: dict):
 
 
 def execute(md: Path, out: Path, params: dict, env_extra: dict, *, label: str | None = None) -> float:
-    """Run one chapter with papermill; return the wall time in seconds (in this process)."""
+    """Run one chapter with papermill in this process; return the wall time in seconds.
+
+    The kernel inherits ``env_extra`` (on top of this process's environment, restored afterwards).
+    """
     import nbformat
 
     nb = prepare(md, params, {})
     tmp = out.with_suffix(".input.ipynb")
     nbformat.write(nb, tmp)
+    saved = {k: os.environ.get(k) for k in env_extra}
     try:
         return _run_papermill(tmp, out, md.parent, env_extra, label or md.stem)
     finally:
         tmp.unlink(missing_ok=True)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _run_papermill(source: Path, out: Path, cwd: Path, env_extra: dict, label: str) -> float:
