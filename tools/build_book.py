@@ -98,6 +98,13 @@ def prepare(md: Path, params: dict, inputs: dict):
             log_output=False, progress_bar=False,
         )  # fmt: skip
         nb = nbformat.read(prepared, as_version=4)
+    # The page shows the parameters once, with the values this run used: papermill's injected cell stays,
+    # the defaults cell it overrides is removed from the rendered page (it stays in the chapter's source).
+    if any("injected-parameters" in c.metadata.get("tags", []) for c in nb.cells):
+        for cell in nb.cells:
+            tags = cell.metadata.setdefault("tags", [])
+            if "parameters" in tags and "remove-cell" not in tags:
+                tags.append("remove-cell")
     nb.metadata[build_inputs.METADATA_KEY] = inputs
     return nb
 
