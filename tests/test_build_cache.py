@@ -110,18 +110,19 @@ def _plan(tmp: Path, md: Path, params: dict, env: dict, results: Path) -> dict:
     return {"name": md.stem, "source": source, "out": out, "cwd": md.parent, "env": env, "nb": nb}
 
 
-def _env(results: Path) -> dict:
+def _workspace(folder: Path):
+    """A results folder, a cache and the environment the build gives a chapter (one thread)."""
     from dltricks.threads import thread_env
 
-    return {"DLTRICKS_RESULTS_DIR": str(results), "DLTRICKS_PROGRESS": "0"} | thread_env(1)
+    results = folder / "results"
+    results.mkdir(parents=True)
+    env = {"DLTRICKS_RESULTS_DIR": str(results), "DLTRICKS_PROGRESS": "0"} | thread_env(1)
+    return results, build_inputs.open_cache(folder / "cache"), env
 
 
 @pytest.mark.book
 def test_cache_hits_on_prose_edits_and_misses_on_code_parameter_and_package_changes(tmp_path):
-    results = tmp_path / "results"
-    results.mkdir()
-    cache = build_inputs.open_cache(tmp_path / "cache")
-    env = _env(results)
+    results, cache, env = _workspace(tmp_path)
     md = write_chapter(tmp_path, "tiny")
     plan = _plan(tmp_path, md, {"SEED": 3}, env, results)
     assert build_book.run_chapters([plan], 1, cache, results) == []
@@ -156,10 +157,7 @@ def test_numbers_are_the_same_serial_and_in_parallel(tmp_path):
     recorded = {}
     for jobs in (1, 2):
         folder = tmp_path / f"jobs{jobs}"
-        results = folder / "results"
-        results.mkdir(parents=True)
-        cache = build_inputs.open_cache(folder / "cache")
-        env = _env(results)
+        results, cache, env = _workspace(folder)
         plans = [
             _plan(folder, write_chapter(folder, n, steps=300), {"SEED": 5}, env, results) for n in ("a", "b")
         ]
@@ -171,10 +169,7 @@ def test_numbers_are_the_same_serial_and_in_parallel(tmp_path):
 
 @pytest.mark.book
 def test_a_failing_chapter_is_named_and_the_others_are_kept(tmp_path):
-    results = tmp_path / "results"
-    results.mkdir()
-    cache = build_inputs.open_cache(tmp_path / "cache")
-    env = _env(results)
+    results, cache, env = _workspace(tmp_path)
     good = write_chapter(tmp_path, "good")
     bad = write_chapter(tmp_path, "bad")
     bad.write_text(bad.read_text().replace("opt.step()", "opt.step()\n    raise ValueError('planted')"))
