@@ -26,9 +26,26 @@ EXTRAS     ?= keras,book,dev
 STAMP      := $(VENV)/.installed-$(shell echo '$(EXTRAS)' | tr ',' '-')
 TEST_BUILD := _build/test
 
-.PHONY: install book test bench lab notebooks data lint clean
+# MathJax for maths that renders without a network: the official npm package, its integrity checked.
+# Without npm the book still builds and loads MathJax from its CDN when read online.
+MATHJAX_VERSION   := 3.2.2
+MATHJAX_INTEGRITY := Bt+SSVU8eBG27zChVewOicYs7Xsdt40qm4+UpHyX7k0/O9NliPc+x77k1/FEsPsjKPZGJvtRZM1vO+geW0OhGw==
+MATHJAX           := $(VENV)/share/mathjax
 
-install: $(STAMP)
+.PHONY: install book test bench lab notebooks data lint clean mathjax
+
+install: $(STAMP) mathjax
+
+mathjax: $(MATHJAX)/tex-mml-chtml.js
+
+$(MATHJAX)/tex-mml-chtml.js:
+	@if command -v npm >/dev/null 2>&1; then \
+		tmp=$$(mktemp -d) && (cd $$tmp && npm pack --silent mathjax@$(MATHJAX_VERSION) >/dev/null) && \
+		test "$$(openssl dgst -sha512 -binary $$tmp/mathjax-$(MATHJAX_VERSION).tgz | base64 -w0)" = "$(MATHJAX_INTEGRITY)" && \
+		mkdir -p $(MATHJAX) && tar -xzf $$tmp/mathjax-$(MATHJAX_VERSION).tgz -C $(MATHJAX) --strip-components=2 package/es5 && \
+		rm -rf $$tmp && echo "MathJax $(MATHJAX_VERSION) in $(MATHJAX)" || { rm -rf $$tmp $(MATHJAX); \
+		echo "MathJax could not be fetched or failed its integrity check: maths will load from the CDN"; }; \
+	else echo "npm not found: the book's maths will load MathJax from its CDN (needs a network to read)"; fi
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)

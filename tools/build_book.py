@@ -214,17 +214,28 @@ def stage(build: Path, files: list[str], executed: dict[str, Path]) -> Path:
         wanted[(src / f).with_suffix(".ipynb" if f in executed else ".md")] = executed.get(
             f, ROOT / f"{f}.md"
         )
-    for target in [p for p in src.rglob("*") if p.is_file() and not p.is_symlink()]:
-        if target not in wanted:
-            target.unlink()
+    # Remove staged files that are no longer wanted; never descend into the symlinked folders (the package!).
+    for folder, _dirs, names in os.walk(src, followlinks=False):
+        for name in names:
+            target = Path(folder) / name
+            if target not in wanted and not target.is_symlink():
+                target.unlink()
     for target, origin in wanted.items():
         if not target.exists() or target.read_bytes() != origin.read_bytes():
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(origin, target)
-    # literalinclude paths in the chapters point at ../companion: keep them valid in the staged tree.
-    link = src / "companion"
-    if not link.is_symlink():
-        link.symlink_to(ROOT / "companion", target_is_directory=True)
+    # literalinclude paths in the chapters point at ../companion; the local Sphinx extension lives in tools;
+    # MathJax (make mathjax) is served from _static so maths renders offline.
+    links = {src / "companion": ROOT / "companion", src / "_ext": ROOT / "tools" / "sphinx_local"}
+    mathjax = Path(os.environ.get("DLTRICKS_MATHJAX") or ROOT / ".venv" / "share" / "mathjax")
+    if (mathjax / "tex-mml-chtml.js").exists():
+        links[src / "_static" / "mathjax"] = mathjax.resolve()
+    else:
+        print(f"[book] no MathJax in {mathjax} (make mathjax): pages will load it from its CDN", flush=True)
+    for link, target in links.items():
+        if not link.is_symlink():
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(target, target_is_directory=True)
     return src
 
 
