@@ -69,7 +69,7 @@ def test_execution_report_lists_every_chapter(built_book, results, chapter):
     row = rows[0]
     assert run["profile"] in row and run["commit"] in row
     # Where the results came from: executed by this build, or restored from the build cache.
-    assert ("this build" if run["build"]["source"] == "executed" else "build cache") in row
+    assert ("this build" if run["build"]["source"] == "executed" else "cache") in row
     assert f"torch {run['versions']['torch']}" in text  # the versions follow the table
 
 

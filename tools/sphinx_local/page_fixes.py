@@ -17,7 +17,8 @@ def _dedupe_scripts(app, pagename, templatename, context, doctree):
     seen, kept = set(), []
     for script in context.get("script_files", []):
         attributes = getattr(script, "attributes", {})
-        key = (str(getattr(script, "filename", script)), tuple(sorted(attributes.items())))
+        # An inline script's filename is None or "" depending on who added it: both mean "no file".
+        key = (str(getattr(script, "filename", script) or ""), tuple(sorted(attributes.items())))
         if key in seen:
             continue
         seen.add(key)
