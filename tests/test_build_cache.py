@@ -6,11 +6,11 @@ import json
 import textwrap
 from pathlib import Path
 
-import build_inputs
 import nbformat
 import pytest
 
 import build_book
+import build_inputs
 
 HEADER = """---
 jupytext:
