@@ -19,6 +19,9 @@ FORCE      ?=
 DLTRICKS_THREADS ?= 1
 export DLTRICKS_THREADS
 BUILD_OPTS := --jobs $(JOBS) $(if $(FORCE),--force)
+# A published build passes the repository's URL (REPOSITORY_URL=https://github.com/...) for its buttons.
+REPOSITORY_URL ?=
+export DLTRICKS_REPOSITORY_URL := $(REPOSITORY_URL)
 # The CPU wheel of torch, pinned. With a GPU, install your CUDA build of torch into .venv first
 # (or pass TORCH_SPEC='torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128'); see README.
 TORCH_SPEC ?= torch==2.13.0

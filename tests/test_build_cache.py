@@ -180,3 +180,15 @@ def test_a_failing_chapter_is_named_and_the_others_are_kept(tmp_path):
     assert (results / "good.json").exists()
     nb = build_book.prepare(good, {}, build_inputs.describe(good, {}, env))
     assert build_inputs.restore(cache, nb, tmp_path / "again.ipynb", results / "good.json")
+
+
+def test_repository_buttons_come_from_one_setting():
+    import yaml
+
+    config = (build_book.ROOT / "_config.yml").read_text(encoding="utf-8")
+    assert build_book.repository_config(config, url="") == config  # a local build: no buttons
+    published = yaml.safe_load(build_book.repository_config(config, url="https://example.org/dltricks"))
+    assert published["repository"]["url"] == "https://example.org/dltricks"
+    assert published["html"]["use_repository_button"] and published["html"]["use_issues_button"]
+    assert not published["html"]["use_edit_page_button"]  # it would point at a staged .ipynb
+    assert published["sphinx"] == yaml.safe_load(config)["sphinx"]  # nothing else changes

@@ -224,6 +224,9 @@ def stage(build: Path, files: list[str], executed: dict[str, Path]) -> Path:
         if not target.exists() or target.read_bytes() != origin.read_bytes():
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(origin, target)
+    config = repository_config((ROOT / "_config.yml").read_text(encoding="utf-8"))
+    if (src / "_config.yml").read_text(encoding="utf-8") != config:
+        (src / "_config.yml").write_text(config, encoding="utf-8")
     # literalinclude paths in the chapters point at ../companion; the local Sphinx extension lives in tools;
     # MathJax (make mathjax) is served from _static so maths renders offline.
     links = {src / "companion": ROOT / "companion", src / "_ext": ROOT / "tools" / "sphinx_local"}
@@ -237,6 +240,25 @@ def stage(build: Path, files: list[str], executed: dict[str, Path]) -> Path:
             link.parent.mkdir(parents=True, exist_ok=True)
             link.symlink_to(target, target_is_directory=True)
     return src
+
+
+def repository_config(config: str, url: str | None = None) -> str:
+    """The book's configuration with repository links when a repository URL is set, unchanged otherwise.
+
+    One setting, ``$DLTRICKS_REPOSITORY_URL`` (``make book REPOSITORY_URL=https://github.com/...``), turns on
+    the repository and issue buttons of a published build; a local build without it shows none. Launch
+    (Binder, Colab) and edit buttons stay off either way: they would point at the executed ``.ipynb`` pages
+    of the staged tree, which the repository does not hold (its chapters are ``.md``): they would be broken.
+    """
+    import yaml
+
+    url = url if url is not None else os.environ.get("DLTRICKS_REPOSITORY_URL", "")
+    if not url:
+        return config
+    data = yaml.safe_load(config)
+    data["repository"] = {"url": url, "branch": "main"}
+    data.setdefault("html", {}).update(use_repository_button=True, use_issues_button=True)
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
 
 def run_chapters(plan: list[dict], jobs: int, cache, results: Path) -> list[str]:
