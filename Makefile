@@ -57,7 +57,7 @@ $(STAMP): pyproject.toml
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(TORCH_SPEC)
 	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
 	@# A kernel spec inside the venv, so papermill and JupyterLab run chapters with this environment.
-	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (dltricks)" >/dev/null
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3" >/dev/null
 	@touch $@
 
 data: $(STAMP)

@@ -1,0 +1,38 @@
+"""Chapters opened and saved in JupyterLab come back unchanged; the lab's kernel is the one they name."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import jupytext
+import pytest
+from jupytext.config import find_jupytext_configuration_file, load_jupytext_configuration_file
+from jupytext.formats import long_form_one_format
+
+import build_book
+
+ROOT = Path(__file__).resolve().parents[1]
+CHAPTERS = [f for f in build_book.toc_files(ROOT / "_toc.yml") if build_book.is_notebook(ROOT / f"{f}.md")]
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_a_save_from_the_lab_leaves_the_chapter_byte_identical(chapter):
+    """What Jupytext's contents manager does on save: read the text notebook, write it with the project's
+    Jupytext configuration (jupytext.toml)."""
+    path = ROOT / f"{chapter}.md"
+    config = load_jupytext_configuration_file(find_jupytext_configuration_file(str(path.parent)))
+    fmt = long_form_one_format("md:myst")
+    config.set_default_format_options(fmt)
+    text = path.read_text(encoding="utf-8")
+    assert jupytext.writes(jupytext.reads(text, fmt="md:myst"), fmt=fmt) == text
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_the_chapter_names_the_kernel_make_install_registers(chapter):
+    nb = jupytext.read(ROOT / f"{chapter}.md")
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    registered = re.search(r'ipykernel install .*--name (\S+) --display-name "([^"]+)"', makefile)
+    assert registered, "the Makefile registers the lab's kernel"
+    assert nb.metadata["kernelspec"]["name"] == registered.group(1)
+    assert nb.metadata["kernelspec"]["display_name"] == registered.group(2)
