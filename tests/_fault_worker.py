@@ -4,7 +4,8 @@ A job is a JSON object: ``dir`` (checkpoint directory), ``out`` (where the finis
 weights and history), optionally ``kill`` (``"step:N"`` or ``"epoch:N"``: the run SIGKILLs itself at that
 point, before the checkpoint of that point is written), ``env`` (extra environment variables, e.g. the
 checkpoint module's test-only ``DLTRICKS_TEST_KILL_DURING_SAVE``) and ``report`` (print ``step N`` after
-every step and slow down a little, so that a test can kill the run from outside).
+every step and slow down a little, so that a test can kill the run from outside) and ``hold`` (a file:
+after each step the run waits while it exists, so that a test can act while the run holds its directory).
 
 Every run, first or resumed, is the same call: ``fit(..., resume_from=dir)``.
 
@@ -59,14 +60,16 @@ class SchedulerStep(Callback):
 class Killer(Callback):
     """SIGKILL this process at ``step:N`` (after the step) or ``epoch:N`` (after the epoch's record)."""
 
-    def __init__(self, spec: str | None, report: bool) -> None:
+    def __init__(self, spec: str | None, report: bool, hold: str | None = None) -> None:
         self.where, _, n = (spec or "none:0").partition(":")
-        self.n, self.report = int(n), report
+        self.n, self.report, self.hold = int(n), report, hold
 
     def on_step_end(self, state) -> None:
         if self.report:
             print(f"step {state.step}", flush=True)
             time.sleep(0.05)  # give an outside killer time to land mid-run
+        while self.hold and os.path.exists(self.hold):
+            time.sleep(0.02)
         if self.where == "step" and state.step == self.n:
             os.kill(os.getpid(), signal.SIGKILL)
 
@@ -88,7 +91,7 @@ def run(job: dict) -> None:
     callbacks = [
         SchedulerStep(scheduler),
         EarlyStopping("val_loss", patience=EPOCHS),
-        Killer(job.get("kill"), job.get("report", False)),
+        Killer(job.get("kill"), job.get("report", False), job.get("hold")),
         Checkpoint(job["dir"], every_steps=EVERY_STEPS, every_epochs=1, keep=2, scheduler=scheduler),
     ]
     history = fit(

@@ -44,6 +44,7 @@ STRAY = re.compile(
 @pytest.fixture(scope="module")
 def site(built_book: Path):
     html = built_book / "html"
+
     class Quiet(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *args):  # one line per request would flood the test log
             pass

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -156,6 +157,7 @@ class Mirror:
         self.files = {stem + ".gz": gzip.compress(raw) for stem, raw in FAKE_IDX.items()}
         self.hits: list[str] = []
         self.truncate = False  # announce more bytes than are sent, like a dropped connection
+        self.stall = False  # send half of the body, then hang (a download that is killed from outside)
         mirror = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -168,6 +170,11 @@ class Mirror:
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body) + (1000 if mirror.truncate else 0)))
                 self.end_headers()
+                if mirror.stall:
+                    self.wfile.write(body[: len(body) // 2])
+                    self.wfile.flush()
+                    time.sleep(20)
+                    return
                 self.wfile.write(body)
 
             def log_message(self, *args: object) -> None:
@@ -271,7 +278,102 @@ def test_corrupt_cache_file_is_replaced(mirror: Mirror) -> None:
     assert _cache_listing() == set(STEMS)
 
 
+def test_a_killed_download_leaves_no_temporary_file_after_the_next_run(mirror: Mirror) -> None:
+    """A real process, SIGKILL-ed mid-download, leaves its temporary file; the next search removes it,
+    and never one of a process that is still alive."""
+    mirror.stall = True
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"from dltricks import data; data._download({STEMS[0]!r}, 'x', {mirror.url!r})",
+        ],
+        env=dict(os.environ),  # the isolated cache (XDG_CACHE_HOME) of this test
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not [n for n in _cache_listing() if n.endswith(".download")] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (left,) = [n for n in _cache_listing() if n.endswith(".download")]
+        assert f".{child.pid}." in left
+        while not (data.cache_dir() / left).stat().st_size and time.monotonic() < deadline:
+            time.sleep(0.05)  # bytes arrived: it is mid-download
+    finally:
+        child.kill()
+        child.wait()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        alive = f".{STEMS[1]}.{live.pid}.abcd1234.download"
+        (data.cache_dir() / alive).write_bytes(b"in progress")
+        assert left in _cache_listing()
+        mirror.stall = False
+        _assert_loads_fake(load_fashion_mnist())
+        assert _cache_listing() == set(STEMS) | {alive}  # the killed one's file is gone, the live one's kept
+    finally:
+        live.kill()
+        live.wait()
+
+
 # ----------------------------------------------------------------------------------------- local sources
+
+
+def test_env_var_naming_a_missing_directory_or_a_file_is_refused(isolated: Path, monkeypatch) -> None:
+    _write_fake(isolated / "debian", gz=True)  # a good source exists, and must not be used silently
+    monkeypatch.setattr(data, "DEBIAN_DIR", isolated / "debian")
+    monkeypatch.setenv(data.ENV_VAR, str(isolated / "typo"))
+    with pytest.raises(DataNotFoundError, match=r"DLTRICKS_DATA is set to .*typo, which does not exist"):
+        locate_fashion_mnist(download=False)
+    (isolated / "a-file").write_bytes(b"x")
+    monkeypatch.setenv(data.ENV_VAR, str(isolated / "a-file"))
+    with pytest.raises(NotADirectoryError, match=r"DLTRICKS_DATA is set to .*a-file, which is a file"):
+        locate_fashion_mnist(download=False)
+    monkeypatch.setenv(data.ENV_VAR, "")  # set but empty: as unset
+    assert locate_fashion_mnist(download=False)[STEMS[0]].parent == isolated / "debian"
+
+
+def _deny(monkeypatch: pytest.MonkeyPatch, method: str, under: Path) -> None:
+    """Make ``Path.<method>`` raise PermissionError for paths in ``under`` (chmod does not stop root)."""
+    original = getattr(Path, method)
+
+    def denied(self: Path, *args, **kwargs):
+        if self.parent == under:
+            raise PermissionError(13, "Permission denied", str(self))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, method, denied)
+
+
+def test_a_corrupt_file_in_a_read_only_cache_does_not_block_the_debian_copy(
+    isolated: Path, monkeypatch
+) -> None:
+    _write_fake(data.cache_dir(), gz=False)
+    (data.cache_dir() / STEMS[2]).write_bytes(b"corrupt")
+    _write_fake(isolated / "debian", gz=True)
+    monkeypatch.setattr(data, "DEBIAN_DIR", isolated / "debian")
+    _deny(monkeypatch, "unlink", data.cache_dir())
+    with pytest.warns(UserWarning, match=r"Passing over a corrupt cached file that cannot be deleted"):
+        paths = locate_fashion_mnist(download=False)
+        _assert_loads_fake(load_fashion_mnist(download=False))
+    assert paths[STEMS[2]] == isolated / "debian" / (STEMS[2] + ".gz")
+    assert paths[STEMS[0]] == data.cache_dir() / STEMS[0]
+
+
+def test_an_unreadable_directory_is_named_not_a_missing_file(isolated: Path, monkeypatch) -> None:
+    env = isolated / "env"
+    _write_fake(env, gz=True)
+    monkeypatch.setenv(data.ENV_VAR, str(env))
+    _deny(monkeypatch, "is_file", env)
+    with pytest.raises(
+        PermissionError, match=rf"Cannot look for {STEMS[0]} in {re.escape(str(env))}: permission"
+    ):
+        locate_fashion_mnist(download=False)
+    monkeypatch.delenv(data.ENV_VAR)
+    _write_fake(isolated / "debian", gz=True)
+    monkeypatch.setattr(data, "DEBIAN_DIR", isolated / "debian")
+    _write_fake(data.cache_dir(), gz=False)
+    _deny(monkeypatch, "is_file", data.cache_dir())  # an unreadable cache is passed over, with a warning
+    with pytest.warns(UserWarning, match=r"Skipping the cache .*permission denied"):
+        assert locate_fashion_mnist(download=False)[STEMS[0]].parent == isolated / "debian"
 
 
 @pytest.mark.parametrize(("subdir", "gz"), [("", True), ("fashion-mnist", False)])

@@ -6,6 +6,8 @@ The kill tests use ``tests/_fault_worker.py``: a small MLP with dropout, Adam, a
 stopping, 4 epochs of 8 batches, checkpointing every 3 steps and every epoch (14 saves), keeping 2. Each
 run is a separate process (forked from a zygote that imported torch once, see the worker's docstring),
 killed with SIGKILL, then resumed in another process with the same ``fit(..., resume_from=dir)`` call.
+Two runs started on one directory are real concurrent processes too: the second must be refused at once,
+naming the first, which must end as if alone.
 """
 
 from __future__ import annotations
@@ -303,3 +305,54 @@ def test_resume_skips_a_hostile_newest_file_and_runs_nothing(tmp_path):
     assert len(history) == 2 and not marker.exists()
     assert (tmp_path / "c" / "ckpt-000000002.pt").exists()  # the resumed run's own save at step 2
     assert (tmp_path / "c" / "ckpt-000000002.pt.corrupt").exists()  # the hostile file, set aside
+
+
+# --- two runs, one directory ---------------------------------------------------------------------------
+
+
+@needs_fork
+def test_a_second_run_on_the_same_directory_fails_at_once_and_the_first_is_untouched(reference, tmp_path):
+    """Two real processes on one directory: the second is refused, naming the first; the first ends as if
+    alone (before the lock, the pair could end in a mixed result that exits 0, or the second's start-up
+    deleted the first's in-flight temporary file)."""
+    ckpt, hold = tmp_path / "ckpt", tmp_path / "hold"
+    hold.touch()  # the first run waits after each step until the test removes this
+    first = json.dumps(
+        {"dir": str(ckpt), "out": str(tmp_path / "first.pt"), "report": True, "hold": str(hold)}
+    )
+    proc = subprocess.Popen(
+        [sys.executable, str(WORKER), "run", first], stdout=subprocess.PIPE, text=True, env=_env()
+    )
+    try:
+        for line in proc.stdout:
+            if line.strip() == "step 1":  # it holds the lock and waits after its first step
+                break
+        second = json.dumps({"dir": str(ckpt), "out": str(tmp_path / "second.pt")})
+        start = time.monotonic()
+        refused = subprocess.run(
+            [sys.executable, str(WORKER), "run", second],
+            capture_output=True,
+            text=True,
+            env=_env(),
+            timeout=120,
+        )
+        assert refused.returncode != 0 and proc.poll() is None  # refused while the first still runs
+        assert f"is in use by another run (process {proc.pid} on " in refused.stderr
+        assert "CheckpointError" in refused.stderr and not (tmp_path / "second.pt").exists()
+        assert time.monotonic() - start < 60  # at once: it did not wait for the lock
+    finally:
+        hold.unlink(missing_ok=True)  # let the first run go on (or end), whatever happened above
+    proc.stdout.read()
+    assert proc.wait(timeout=120) == 0
+    assert_same_run(tmp_path / "first.pt", reference)
+    assert not list(ckpt.glob(".ckpt-*.tmp"))
+
+
+@needs_fork
+def test_the_lock_of_a_killed_run_goes_with_it(zygote, reference, tmp_path):
+    """SIGKILL leaves no stale lock: the operating system drops it with the process."""
+    ckpt, out = tmp_path / "ckpt", tmp_path / "out.pt"
+    zygote.run("killed", dir=str(ckpt), out=str(out), kill="step:10")
+    assert (ckpt / ".lock.owner").exists()  # the killed holder could not clean up its note ...
+    zygote.run(dir=str(ckpt), out=str(out))  # ... yet the next run takes the directory at once
+    assert_same_run(out, reference)

@@ -24,8 +24,14 @@ def _net(drop: nn.Module | None = None, *, batch_norm: bool = False) -> nn.Seque
     return nn.Sequential(*layers)
 
 
-def test_without_dropout_the_passes_agree_with_the_deterministic_prediction():
-    net = _net(batch_norm=True).eval()
+def test_without_dropout_modules_the_prediction_is_refused():
+    """No dropout module: every pass would agree and the spread would read as certainty (issue 16)."""
+    with pytest.raises(ValueError, match=r"`model` must be a module containing dropout modules"):
+        mc_dropout_predict(_net(batch_norm=True).eval(), X, passes=5)
+
+
+def test_with_zero_rate_dropout_the_passes_agree_with_the_deterministic_prediction():
+    net = _net(nn.Dropout(0.0), batch_norm=True).eval()
     pred = mc_dropout_predict(net, X, passes=5, batch_size=16)
     assert isinstance(pred, MCPrediction) and pred.passes == 5
     assert pred.mean.shape == pred.std.shape == (50, 3)

@@ -54,3 +54,55 @@ def test_ruff_is_clean():
             text=True,
         )
         assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.skipif(
+    shutil.which("mypy") is None and not (Path(sys.executable).parent / "mypy").exists(),
+    reason="mypy is not installed",
+)
+def test_mypy_is_clean():
+    """``mypy -p dltricks`` with the settings of pyproject's [tool.mypy] reports no error."""
+    mypy = (
+        str(Path(sys.executable).parent / "mypy")
+        if (Path(sys.executable).parent / "mypy").exists()
+        else "mypy"
+    )
+    proc = subprocess.run([mypy, "-p", "dltricks"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_declared_package_data_exists():
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    for package, files in data.items():
+        for name in files:
+            assert (ROOT / "companion" / package.replace(".", "/") / name).exists(), name
+
+
+def test_the_checkpoint_does_not_import_the_training_loop():
+    """No import cycle: the loop builds on the checkpoint (and on dltricks.callbacks), never the reverse."""
+    code = "import sys, dltricks.checkpoint; print('dltricks.train' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_the_schedules_package_keeps_every_name_importable():
+    import dltricks.schedules as sch
+    from dltricks.schedules import callbacks, functions, plateau
+
+    names = {
+        "PlateauSchedule": callbacks, "Schedule": callbacks, "ReduceOnPlateau": plateau,
+        "cosine_with_warmup": functions, "exponential_decay": functions, "one_cycle": functions,
+        "one_cycle_momentum": functions, "piecewise_constant": functions, "power_decay": functions,
+        "step_decay": functions,
+    }  # fmt: skip
+    assert set(sch.__all__) == set(names)
+    for name, module in names.items():
+        assert getattr(sch, name) is getattr(module, name)
+
+
+def test_train_re_exports_what_callbacks_define():
+    import dltricks.callbacks as cb
+    import dltricks.train as tr
+
+    for name in ("Batch", "Callback", "History", "Metric", "TrainState"):
+        assert getattr(tr, name) is getattr(cb, name)

@@ -32,6 +32,10 @@ def shift(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, *, fill: float = 
         dy: integer row offsets, shape ``(N,)``.
         dx: integer column offsets, shape ``(N,)``.
         fill: value of the pixels shifted in from outside the image.
+
+    Raises:
+        TypeError: for a ``fill`` of the wrong type.
+        ValueError: for a ``fill`` out of its allowed range.
     """
     _check_images(x)
     n = x.shape[0]
@@ -70,6 +74,10 @@ def random_shift(
         fill: value of the uncovered border.
         generator: optional CPU ``torch.Generator``; the offsets are drawn on the CPU and moved to ``x``.
 
+    Raises:
+        TypeError: for a ``fill`` or ``max_shift`` of the wrong type.
+        ValueError: for a ``fill`` or ``max_shift`` out of its allowed range.
+
     References:
         Simard, Steinkraus & Platt, "Best Practices for Convolutional Neural Networks Applied to Visual
         Document Analysis", ICDAR 2003, sec. 2 (expanding the training set with distorted copies).
@@ -101,6 +109,10 @@ def random_flip(
         p: probability of flipping an allowed example, in ``[0, 1]``.
         flippable: class ids that may be flipped; ``None`` allows every example.
         generator: optional CPU ``torch.Generator``; the coin flips are drawn on the CPU.
+
+    Raises:
+        TypeError: for a ``flippable``, ``flippable[i]``, ``p`` or ``y`` of the wrong type.
+        ValueError: for a ``p`` out of its allowed range.
 
     References:
         Krizhevsky, Sutskever & Hinton, "ImageNet Classification with Deep Convolutional Neural Networks",
@@ -138,6 +150,10 @@ def shift_and_flip(
     the global random state. ``p_flip=0`` disables flipping (e.g. for digits). ``fill`` is the value of the
     uncovered border: the images' background, which is *not* 0 once inputs are standardized (a blank pixel
     becomes ``-mean / std``); filling with 0 there would draw a visible frame around every shifted image.
+
+    Raises:
+        TypeError: for a ``fill``, ``max_shift``, ``p_flip`` or ``seed`` of the wrong type.
+        ValueError: for a ``fill``, ``max_shift`` or ``p_flip`` out of its allowed range.
     """
     max_shift = check_int("max_shift", max_shift, minimum=0)
     p_flip = check_float("p_flip", p_flip, minimum=0.0, maximum=1.0)
@@ -157,6 +173,9 @@ class Augmented:
     Args:
         batches: a re-iterable of ``(x, y)`` batches, e.g. ``TensorBatches``.
         fn: the transform, e.g. ``shift_and_flip(...)``; it receives the labels so it can respect them.
+
+    Raises:
+        TypeError: for a ``fn`` of the wrong type.
     """
 
     shift_and_flip = staticmethod(shift_and_flip)

@@ -34,6 +34,10 @@ class TensorBatches:
         shuffle: draw a new permutation every epoch (default ``True``).
         seed: base seed of the permutation (default 0).
         drop_last: drop the last, smaller batch (default ``False``).
+
+    Raises:
+        TypeError: for a ``batch_size``, ``seed``, ``x`` or ``y`` of the wrong type.
+        ValueError: for a ``batch_size`` out of its allowed range.
     """
 
     def __init__(

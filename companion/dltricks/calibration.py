@@ -22,7 +22,7 @@ class ReliabilityBins(NamedTuple):
     """Mean confidence (max probability) of the bin's examples; NaN for an empty bin."""
     accuracy: np.ndarray
     """Fraction of the bin's examples whose arg-max class is the label; NaN for an empty bin."""
-    count: np.ndarray
+    count: np.ndarray  # type: ignore[assignment]  # shadows tuple.count on purpose: the bin counts
     """Number of examples in the bin (integers)."""
 
 
@@ -45,6 +45,10 @@ def reliability_bins(probs: torch.Tensor | np.ndarray, labels: Any, *, n_bins: i
         probs: probabilities ``(N, C)``, each row summing to 1 within 1e-4 (apply softmax to logits first).
         labels: integer class ids ``(N,)`` in ``[0, C)``; a tensor, an array or a sequence.
         n_bins: number of bins :math:`M` (>= 1).
+
+    Raises:
+        TypeError: for a ``n_bins`` of the wrong type.
+        ValueError: for a ``n_bins`` out of its allowed range.
 
     References:
         Guo, Pleiss, Sun & Weinberger, "On Calibration of Modern Neural Networks", ICML 2017, sec. 2

@@ -5,7 +5,9 @@ its public functions are re-exported here, so ``from dltricks.checkpoint import 
 
 A checkpoint captures everything needed to continue a run *exactly*: model, optimizer (and optional
 scheduler and gradient scaler) state, the epoch and step counters, the history so far, the loader's
-position in its epoch, every stateful callback, and the Python, NumPy and torch random generators. A run
+position in its epoch, every stateful callback, and the Python, NumPy and torch random generators; and,
+to resume only the same run, the optimizer's class, the name of each of its parameters and the
+hyperparameters the first run was started with (:mod:`dltricks.optimizer_state`). A run
 killed at any step and resumed with ``fit(..., resume_from=directory)`` ends with the same weights, bit for
 bit on the CPU, as a run that was never interrupted.
 """
@@ -17,7 +19,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from dltricks import optimizer_state
 from dltricks._checks import check_int, check_type, fail
+from dltricks.callbacks import Callback, TrainState
 from dltricks.checkpoint_file import (
     PATHLIKE,
     PAYLOAD_KEYS,
@@ -31,8 +35,8 @@ from dltricks.checkpoint_file import (
     load_checkpoint,
     save_checkpoint,
 )
+from dltricks.checkpoint_lock import DirectoryLock, process_alive
 from dltricks.repro import rng_state, set_rng_state
-from dltricks.train import Callback, TrainState
 
 __all__ = [
     "Checkpoint",
@@ -82,6 +86,8 @@ def capture(state: TrainState, metadata: Mapping[str, Any] | None = None) -> dic
         "format": "dltricks.fit/1",
         "model": state.model.state_dict(),
         "optimizer": state.optimizer.state_dict(),
+        "optimizer_identity": optimizer_state.describe(state.model, state.optimizer),
+        "hyperparameters": state.hyperparameters,  # the first run's, carried over every resume
         "counters": state.state_dict(),
         "history": [dict(record) for record in state.history.epochs],
         "loader": None if loader is None else loader.state_dict(),  # type: ignore[attr-defined]
@@ -96,9 +102,15 @@ def restore(
 ) -> None:
     """Put a :func:`capture` payload back: model, optimizer, counters, history, loader, callbacks, RNGs.
 
+    The optimizer state is matched to the parameters by name (:mod:`dltricks.optimizer_state`), so a model
+    that declares its layers in another order resumes correctly. Its hyperparameters (``lr``,
+    ``weight_decay``, ...) are the checkpoint's, PyTorch's convention for ``load_state_dict``: a resumed
+    run continues the run it resumes. A ``UserWarning`` names every value the caller set differently.
+
     Raises:
         CheckpointError: naming ``path``, when the payload was not written by :class:`Checkpoint` or does not
-            fit the model, optimizer, loader or callbacks of ``state``.
+            fit the model, optimizer (class, parameter groups, parameter names), loader or callbacks of
+            ``state``.
     """
     missing = [key for key in PAYLOAD_KEYS if key not in payload]
     if payload.get("format") != "dltricks.fit/1" or missing:
@@ -114,15 +126,23 @@ def restore(
         raise CheckpointError(f"{path} does not fit this run: only one of it and `train` has a data position")
     try:
         state.model.load_state_dict(payload["model"])
-        state.optimizer.load_state_dict(payload["optimizer"])
+        opt_state = optimizer_state.match(
+            payload["optimizer"], payload.get("optimizer_identity"), state.model, state.optimizer, str(path)
+        )
+        state.optimizer.load_state_dict(opt_state)
         state.load_state_dict(payload["counters"])
         if loader is not None:
             loader.load_state_dict(payload["loader"])  # type: ignore[attr-defined]
         for key, cb in current.items():
             cb.load_state_dict(saved.get(key, {}))
+    except CheckpointError:
+        raise
     except (RuntimeError, ValueError, KeyError, TypeError) as err:
         raise CheckpointError(f"{path} does not fit this run: {err}") from err
     state.history.epochs = [dict(record) for record in payload["history"]]
+    optimizer_state.warn_hyperparameters(payload.get("hyperparameters"), state.hyperparameters, str(path))
+    if payload.get("hyperparameters") is not None:
+        state.hyperparameters = payload["hyperparameters"]
     set_rng_state(payload["rng"])  # last: nothing after it may draw a random number before training goes on
 
 
@@ -144,7 +164,9 @@ class Checkpoint(Callback):
             resume_from="runs/a")
 
     Args:
-        directory: where the checkpoints go (created if missing); one run per directory.
+        directory: where the checkpoints go (created if missing). One run per directory: the callback
+            locks it from ``on_train_begin`` until ``fit`` returns or raises
+            (:mod:`dltricks.checkpoint_lock`).
         every_steps: save after every this many training steps (mid-epoch), or ``None``.
         every_epochs: save after every this many epochs (default 1), or ``None``.
         keep: how many of the newest checkpoints to keep (>= 1).
@@ -155,7 +177,9 @@ class Checkpoint(Callback):
     Raises:
         ValueError: for a bad count, both schedules ``None``, or (when training begins) a callback listed
             after this one or ``every_steps`` with a loader that has no ``state_dict``.
-        CheckpointError: when saving into a directory that holds checkpoints of a later step (another run).
+        CheckpointError: when training begins, if another run holds ``directory`` (its process is named) or
+            a torch LR scheduler steps the optimizer but was not given as ``scheduler``; when saving into a
+            directory that holds checkpoints of a later step (another run).
     """
 
     def __init__(
@@ -185,6 +209,7 @@ class Checkpoint(Callback):
         _check_storable(metadata or {}, "metadata")
         self.metadata = dict(metadata or {})
         self.last_saved: Path | None = None
+        self._lock = DirectoryLock(self.directory)
 
     def on_train_begin(self, state: TrainState) -> None:
         if self in state.callbacks:
@@ -194,9 +219,20 @@ class Checkpoint(Callback):
                 fail("callbacks", "a list with Checkpoint after every other callback", names)
         if self.every_steps is not None and state.train is not None and not _stateful(state.train):
             fail("every_steps", "None for a loader without state_dict() (e.g. a list)", self.every_steps)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        if self.scheduler is None and hasattr(state.optimizer.step, "_wrapped_by_lr_sched"):
+            # torch's LRScheduler marks the optimizer's step when it attaches; unsaved, it would restart.
+            raise CheckpointError(
+                f"a torch LR scheduler steps this {type(state.optimizer).__name__}, but "
+                "Checkpoint(scheduler=None) would not save it and a resumed run would restart its "
+                "schedule: pass Checkpoint(..., scheduler=that_scheduler)"
+            )
+        self._lock.acquire()  # one writer per directory, until fit returns or raises (on_train_exit)
         for tmp in self.directory.glob(".ckpt-*.tmp"):  # torn writes of a killed run
-            tmp.unlink(missing_ok=True)
+            if not process_alive(_tmp_pid(tmp)):  # never one a live process is still writing
+                tmp.unlink(missing_ok=True)
+
+    def on_train_exit(self, state: TrainState) -> None:
+        self._lock.release()
 
     def on_step_end(self, state: TrainState) -> None:
         if self.every_steps is not None and state.step % self.every_steps == 0:
@@ -207,7 +243,11 @@ class Checkpoint(Callback):
             self.save(state)
 
     def save(self, state: TrainState) -> Path:
-        """Write a checkpoint of ``state`` now, then delete all but the newest ``keep``."""
+        """Write a checkpoint of ``state`` now, then delete all but the newest ``keep``.
+
+        Raises:
+            CheckpointError: when ``directory`` holds checkpoints of a later step (another run's).
+        """
         later = [p.name for p in list_checkpoints(self.directory) if _step(p) > state.step]
         if later:
             raise CheckpointError(
@@ -226,7 +266,11 @@ class Checkpoint(Callback):
         return {name: obj.state_dict() for name, obj in parts.items() if obj is not None}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore the scheduler and scaler; a part on one side only is an error, not a silent reset."""
+        """Restore the scheduler and scaler; a part on one side only is an error, not a silent reset.
+
+        Raises:
+            ValueError: for a ``state`` out of its allowed range.
+        """
         parts = {"scheduler": self.scheduler, "scaler": self.scaler}
         for name, obj in parts.items():
             if (obj is None) != (name not in state):
@@ -250,3 +294,9 @@ def _keyed(callbacks: list[Callback]) -> dict[str, Callback]:
 
 def _stateful(loader: Any) -> bool:
     return all(callable(getattr(loader, method, None)) for method in ("state_dict", "load_state_dict"))
+
+
+def _tmp_pid(tmp: Path) -> int:
+    """The writer's process id in a temporary name ``.ckpt-000000003.pt.<pid>.tmp`` (-1 if there is none)."""
+    pid = tmp.name.rsplit(".", 2)[-2] if tmp.name.count(".") >= 2 else ""
+    return int(pid) if pid.isdigit() else -1

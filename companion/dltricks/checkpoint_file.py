@@ -50,12 +50,21 @@ class CheckpointError(ValueError):
 
 
 def checkpoint_name(step: int) -> str:
-    """The file name of the checkpoint taken after ``step`` training steps: ``ckpt-000001230.pt``."""
+    """The file name of the checkpoint taken after ``step`` training steps: ``ckpt-000001230.pt``.
+
+    Raises:
+        TypeError: for a ``step`` of the wrong type.
+        ValueError: for a ``step`` out of its allowed range.
+    """
     return f"ckpt-{check_int('step', step, minimum=0):09d}.pt"
 
 
 def list_checkpoints(directory: str | os.PathLike[str]) -> list[Path]:
-    """The checkpoint files of ``directory``, oldest (lowest step) first, not verified."""
+    """The checkpoint files of ``directory``, oldest (lowest step) first, not verified.
+
+    Raises:
+        TypeError: for a ``directory`` of the wrong type.
+    """
     directory = Path(check_type("directory", directory, PATHLIKE, "a directory path"))
     if not directory.is_dir():
         return []

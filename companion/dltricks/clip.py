@@ -33,19 +33,26 @@ References:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 
 from dltricks._checks import check_choice, check_float, check_tensors, check_type
-from dltricks.train import Callback, TrainState
+from dltricks.callbacks import Callback, TrainState
 
 Tensors = torch.Tensor | Iterable[torch.Tensor]
 MODES = ("global_norm", "norm", "value")
 
 
 def clip_vector_by_value(g: torch.Tensor, clip_value: float) -> torch.Tensor:
-    """A new tensor with every element of ``g`` clamped to ``[-clip_value, clip_value]``."""
+    """A new tensor with every element of ``g`` clamped to ``[-clip_value, clip_value]``.
+
+    Raises:
+        TypeError: for a ``clip_value`` or ``g`` of the wrong type.
+        ValueError: for a ``clip_value`` out of its allowed range.
+    """
     check_type("g", g, torch.Tensor, "a torch.Tensor")
     c = check_float("clip_value", clip_value, minimum=0.0, min_inclusive=False)
     return g.clamp(-c, c)
@@ -53,7 +60,12 @@ def clip_vector_by_value(g: torch.Tensor, clip_value: float) -> torch.Tensor:
 
 def clip_vector_by_norm(g: torch.Tensor, max_norm: float) -> torch.Tensor:
     r"""A new tensor :math:`g \cdot \min(1, c / \lVert g \rVert_2)`: ``g`` itself if its norm is at most
-    ``c``, else ``g`` rescaled to norm ``c``, same direction."""
+    ``c``, else ``g`` rescaled to norm ``c``, same direction.
+
+    Raises:
+        TypeError: for a ``g`` or ``max_norm`` of the wrong type.
+        ValueError: for a ``max_norm`` out of its allowed range.
+    """
     check_type("g", g, torch.Tensor, "a torch.Tensor")
     c = check_float("max_norm", max_norm, minimum=0.0, min_inclusive=False)
     return g * _factor(torch.linalg.vector_norm(g), c)
@@ -66,6 +78,13 @@ def _factor(norm: torch.Tensor, c: float) -> torch.Tensor:
     norm is below ``c``; clamping the ratio at 1 cannot. A zero norm gives ``inf``, clamped to 1 too.)
     """
     return (c / norm).clamp(max=1.0)
+
+
+def _max_norm(max_norm: Any) -> float:
+    """``max_norm`` > 0, ``inf`` allowed (torch's way to measure the norm without clipping)."""
+    if isinstance(max_norm, (int, float)) and not isinstance(max_norm, bool) and max_norm == math.inf:
+        return math.inf
+    return check_float("max_norm", max_norm, minimum=0.0, min_inclusive=False)
 
 
 def _grads(parameters: Tensors) -> list[torch.Tensor]:
@@ -110,6 +129,10 @@ def clip_by_value_(parameters: Tensors, clip_value: float) -> None:
     Args:
         parameters: ``model.parameters()``, any iterable of parameters, or a single tensor.
         clip_value: the bound ``c`` (> 0).
+
+    Raises:
+        TypeError: for a ``clip_value`` of the wrong type.
+        ValueError: for a ``clip_value`` out of its allowed range.
     """
     c = check_float("clip_value", clip_value, minimum=0.0, min_inclusive=False)
     for g in _grads(parameters):
@@ -131,6 +154,10 @@ def clip_by_norm_(parameters: Tensors, max_norm: float) -> list[torch.Tensor]:
     Returns:
         The norm of each gradient before clipping (0-d tensors, in the order of the parameters that have a
         gradient).
+
+    Raises:
+        TypeError: for a ``max_norm`` of the wrong type.
+        ValueError: for a ``max_norm`` out of its allowed range.
     """
     c = check_float("max_norm", max_norm, minimum=0.0, min_inclusive=False)
     grads = _grads(parameters)
@@ -152,17 +179,24 @@ def clip_by_global_norm_(parameters: Tensors, max_norm: float, eps: float = 1e-6
     \rVert, c)`; see the module docstring for the (epsilon-sized) difference.
 
     Never synchronizes with the device: the factor is a tensor, clamped at 1 and always multiplied in.
+    As in torch, ``max_norm=inf`` measures the norm without clipping (the factor is exactly 1), and a
+    non-finite norm gives factor 0 or NaN (finite entries become 0, infinite ones NaN): ``fit`` checks the
+    gradients before its callbacks run, so :class:`GradientClipping` there never sees such a norm.
 
     Args:
         parameters: ``model.parameters()``, any iterable of parameters, or a single tensor.
-        max_norm: the bound ``c`` on the global norm (> 0).
+        max_norm: the bound ``c`` on the global norm (> 0), or ``float("inf")`` to measure only.
         eps: added to the norm before dividing (>= 0), torch's guard against dividing by zero.
 
     Returns:
         The global norm before clipping, a 0-d tensor (zero when no parameter has a gradient). Log it: its
         trace is the usual way to choose ``max_norm``.
+
+    Raises:
+        TypeError: if ``parameters`` is a module rather than tensors, or a number is not a real number.
+        ValueError: for ``max_norm <= 0`` or NaN, or ``eps < 0``.
     """
-    c = check_float("max_norm", max_norm, minimum=0.0, min_inclusive=False)
+    c = _max_norm(max_norm)
     e = check_float("eps", eps, minimum=0.0)
     grads = _grads(parameters)
     if not grads:
@@ -185,6 +219,10 @@ class GradientClipping(Callback):
         last_norm: the global gradient norm of the latest step, before clipping, as a 0-d tensor (reading
             it with ``.item()`` is the caller's choice; the callback itself never syncs).
         norms: with ``record=True``, those tensors for every step (on the gradients' device).
+
+    Raises:
+        TypeError: for a ``record`` or ``threshold`` of the wrong type.
+        ValueError: for a ``mode`` or ``threshold`` out of its allowed range.
     """
 
     def __init__(self, mode: str = "global_norm", threshold: float = 1.0, record: bool = False) -> None:
@@ -204,7 +242,7 @@ class GradientClipping(Callback):
             total = _total_norm(clip_by_norm_(params, self.threshold))
         else:
             with torch.no_grad():
-                total = _total_norm(_norms([p.grad for p in params]))
+                total = _total_norm(_norms(_grads(params)))
             clip_by_value_(params, self.threshold)
         self.last_norm = total
         if self.record:

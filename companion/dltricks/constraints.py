@@ -18,7 +18,7 @@ from collections.abc import Iterable
 import torch
 
 from dltricks._checks import check_float, check_int, check_tensors, fail
-from dltricks.train import Callback, TrainState
+from dltricks.callbacks import Callback, TrainState
 
 
 @torch.no_grad()
@@ -37,6 +37,10 @@ def max_norm_(weights: Iterable[torch.Tensor], max_value: float, *, dim: int | t
         max_value: the radius :math:`c` (> 0).
         dim: the dimension(s) the norm is taken over; ``1`` constrains the rows of an ``(out, in)`` matrix,
             the incoming weights of each output unit (see the module docstring for Keras' ``axis=0``).
+
+    Raises:
+        TypeError: for a ``max_value`` or ``weights`` of the wrong type.
+        ValueError: for a ``dim``, ``max_value`` or ``weights`` out of its allowed range.
 
     References:
         Srebro & Shraibman, "Rank, Trace-Norm and Max-Norm", COLT 2005 (the max-norm);
@@ -66,6 +70,10 @@ class MaxNorm(Callback):
         weights: the tensors to constrain (e.g. ``weights_only(model)``).
         max_value: the radius :math:`c` (> 0); Srivastava et al. (2014) found 3 to 4 typical.
         dim: the dimension(s) the norm is taken over (``1``: the rows of an ``nn.Linear.weight``).
+
+    Raises:
+        TypeError: for a ``max_value`` or ``weights`` of the wrong type.
+        ValueError: for a ``max_value`` or ``weights`` out of its allowed range.
     """
 
     def __init__(

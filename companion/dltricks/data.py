@@ -8,7 +8,12 @@ Each of the four files is looked up in this order, and the first one found is us
 4. a download from the official mirror into the cache (only with ``download=True``).
 
 Every file is verified by the SHA-256 of its *decompressed* bytes, since gzip wrappers differ between
-sources while the IDX contents do not. Run ``python -m dltricks.data`` to see where each file comes from.
+sources while the IDX contents do not. A source the user asked for is never skipped silently:
+``$DLTRICKS_DATA`` naming a missing directory or a file, or a directory that cannot be read, is an error
+that names it. The cache is the package's own: a corrupt copy there is deleted (or, when the cache cannot
+be written, passed over with a warning), and temporary files of killed downloads (their process id is in
+their names) are removed by the next search. Run ``python -m dltricks.data`` to see where each file
+comes from.
 Seeded splits and subsets of the loaded arrays are in :mod:`dltricks.splits`.
 """
 
@@ -19,8 +24,10 @@ import contextlib
 import functools
 import hashlib
 import os
+import re
 import sys
 import tempfile
+import time
 import warnings
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -28,6 +35,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from dltricks._checks import check_type
+from dltricks._procs import process_alive
 from dltricks.idx import decompress, read_idx
 
 # SHA-256 of the decompressed IDX bytes. Tests replace this dict (and MIRROR, DEBIAN_DIR) with monkeypatch,
@@ -46,6 +54,9 @@ ENV_VAR = "DLTRICKS_DATA"
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 DEBIAN_PACKAGE = "dataset-fashion-mnist"
 _DOWNLOAD_TIMEOUT_S = 60
+# ``.<stem>.<pid>.<random>.download`` / ``.tmp``: the temporary names of this module, with their writer.
+_TEMPORARY = re.compile(r"\.[\w-]+\.(\d+)\.[^.]+\.(?:download|tmp)")
+_OLD_TEMPORARY = re.compile(r"\.[\w-]+-ubyte\.[^.]+\.(?:download|tmp)")
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -111,9 +122,62 @@ def _verify(path: Path, sha256: str) -> None:
 def _first_existing(directories: list[Path], stem: str) -> Path | None:
     for directory in directories:
         for name in (stem, stem + ".gz"):
-            if (directory / name).is_file():
+            if _is_file(directory / name):
                 return directory / name
     return None
+
+
+def _is_file(path: Path) -> bool:
+    """``path.is_file()``, but an unreadable directory is named as such (not as the file looked for)."""
+    try:
+        return path.is_file()
+    except PermissionError as exc:
+        raise PermissionError(
+            f"Cannot look for {path.name} in {path.parent}: permission denied on the directory "
+            f"({exc.strerror}). Make it readable, or point ${ENV_VAR} at a readable copy of the data."
+        ) from exc
+
+
+def _check_env_dir() -> None:
+    """``$DLTRICKS_DATA``, when set, must name an existing directory: the user asked for it."""
+    env = os.environ.get(ENV_VAR, "")
+    if not env:
+        return
+    path = Path(env)
+    if not path.exists():
+        raise DataNotFoundError(
+            f"${ENV_VAR} is set to {env}, which does not exist. Point it at the directory holding the "
+            f"Fashion-MNIST files, or unset it to use the cache {cache_dir()} or {DEBIAN_DIR}."
+        )
+    if not path.is_dir():
+        raise NotADirectoryError(
+            f"${ENV_VAR} is set to {env}, which is a file, not a directory. Point it at the directory "
+            "holding the Fashion-MNIST files (.gz or not, optionally in fashion-mnist/)."
+        )
+
+
+def _older_than(path: Path, seconds: float) -> bool:
+    try:
+        return time.time() - path.stat().st_mtime > seconds
+    except OSError:
+        return False
+
+
+def _clean_stale_temporaries(directory: Path) -> None:
+    """Delete the temporary files of downloads and writes whose process is gone (killed mid-download)."""
+    try:
+        names = os.listdir(directory)
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
+        return
+    for name in names:
+        match = _TEMPORARY.fullmatch(name)
+        if match is not None:
+            if process_alive(int(match.group(1))):
+                continue
+        elif _OLD_TEMPORARY.fullmatch(name) is None or not _older_than(directory / name, 3600):
+            continue  # not ours, or written without a process id (older versions) less than an hour ago
+        with contextlib.suppress(OSError):  # gone already, or a cache we cannot write: leave it
+            os.unlink(directory / name)
 
 
 def _find_local(stem: str, sha256: str) -> tuple[Path, str] | None:
@@ -126,14 +190,25 @@ def _find_local(stem: str, sha256: str) -> tuple[Path, str] | None:
             _verify(path, sha256)
             return path, "env"
     cached = cache_dir() / stem
-    if cached.is_file():
+    try:
+        in_cache = cached.is_file()
+    except PermissionError as exc:  # an unreadable cache must not hide the other sources
+        warnings.warn(f"Skipping the cache {cached.parent}: permission denied ({exc.strerror})", stacklevel=4)
+        in_cache = False
+    if in_cache:
         try:
             _verify(cached, sha256)
             return cached, "cache"
         except ValueError as exc:
             # The cache is ours to repair: drop the bad copy and fall through to the other sources.
-            warnings.warn(f"Deleting a corrupt cached file and fetching it again: {exc}", stacklevel=4)
-            cached.unlink(missing_ok=True)
+            try:
+                cached.unlink(missing_ok=True)
+                warnings.warn(f"Deleted a corrupt cached file; using another source: {exc}", stacklevel=4)
+            except OSError as err:  # a cache we cannot write: pass over the bad copy, do not stop here
+                warnings.warn(
+                    f"Passing over a corrupt cached file that cannot be deleted ({err.strerror}): {exc}",
+                    stacklevel=4,
+                )
     path = _first_existing([DEBIAN_DIR], stem)
     if path is not None:
         _verify(path, sha256)
@@ -143,7 +218,7 @@ def _find_local(stem: str, sha256: str) -> tuple[Path, str] | None:
 
 def _atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that the final name only ever holds the complete contents."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -163,7 +238,8 @@ def _download(stem: str, sha256: str, mirror: str) -> Path:
     url = mirror.rstrip("/") + "/" + stem + ".gz"
     target = cache_dir() / stem
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{stem}.", suffix=".download")
+    # The process id in the name lets a later run delete the file if this process is killed mid-download.
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{stem}.{os.getpid()}.", suffix=".download")
     try:
         with os.fdopen(fd, "w+b") as f:
             pooch.HTTPDownloader(progressbar=False, timeout=_DOWNLOAD_TIMEOUT_S)(url, f, None)
@@ -196,6 +272,8 @@ def _locate(download: bool, mirror: str | None) -> dict[str, tuple[Path, str]]:
     """Map each stem to ``(verified path, source)``; ``source`` is env, cache, debian or download."""
     check_type("download", download, bool, "a bool")
     mirror = MIRROR if mirror is None else check_type("mirror", mirror, str, "a URL string")
+    _check_env_dir()
+    _clean_stale_temporaries(cache_dir())
     files = dict(FASHION_MNIST_FILES)
     found = {stem: _find_local(stem, sha) for stem, sha in files.items()}
     missing = [stem for stem, hit in found.items() if hit is None]
@@ -223,7 +301,10 @@ def locate_fashion_mnist(*, download: bool = True, mirror: str | None = None) ->
         TypeError: If ``download`` is not a bool or ``mirror`` not a string.
         ValueError: If a file found in ``$DLTRICKS_DATA``, the Debian directory or a download fails
             verification; the message names the file and both hashes.
-        DataNotFoundError: If some file has no source; one message lists every way to provide it.
+        DataNotFoundError: If some file has no source (one message lists every way to provide it), or
+            ``$DLTRICKS_DATA`` names a path that does not exist.
+        NotADirectoryError: If ``$DLTRICKS_DATA`` names a file.
+        PermissionError: If ``$DLTRICKS_DATA`` or the Debian directory cannot be read; it names the directory.
     """
     return {stem: path for stem, (path, _) in _locate(download, mirror).items()}
 
@@ -259,7 +340,7 @@ def load_fashion_mnist(
     Raises:
         TypeError: If an argument has the wrong type.
         ValueError: If a file fails verification.
-        DataNotFoundError: If some file has no source.
+        DataNotFoundError, NotADirectoryError, PermissionError: As :func:`locate_fashion_mnist`.
     """
     check_type("as_tensors", as_tensors, bool, "a bool")
     paths = locate_fashion_mnist(download=download, mirror=mirror)

@@ -41,6 +41,10 @@ def dropout(
     Returns:
         A tensor of ``x``'s shape, dtype and device.
 
+    Raises:
+        TypeError: for a ``generator``, ``p`` or ``x`` of the wrong type.
+        ValueError: for a ``p`` out of its allowed range.
+
     References:
         Srivastava, Hinton, Krizhevsky, Sutskever & Salakhutdinov, "Dropout: A Simple Way to Prevent
         Neural Networks from Overfitting", JMLR 15, 2014: sec. 4 for the Bernoulli mask (their :math:`p`
@@ -66,6 +70,10 @@ class Dropout(nn.Module):
 
     Args:
         p: probability of dropping an element, in ``[0, 1)``.
+
+    Raises:
+        TypeError: for a ``p`` of the wrong type.
+        ValueError: for a ``p`` out of its allowed range.
     """
 
     def __init__(self, p: float = 0.5) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from dltricks._checks import check_choice, check_float, check_int, check_type, fail
-from dltricks.train import Callback, TrainState
+from dltricks.callbacks import Callback, TrainState
 
 
 class EarlyStopping(Callback):
@@ -44,6 +44,11 @@ class EarlyStopping(Callback):
         min_delta: the smallest change that counts as an improvement (>= 0).
         restore_best_weights: load the weights of the best epoch at the end of training.
         start_from_epoch: number of initial epochs not monitored (>= 0).
+
+    Raises:
+        TypeError: for a ``min_delta``, ``monitor``, ``patience`` or ``start_from_epoch`` of the wrong type.
+        ValueError: for a ``min_delta``, ``mode``, ``patience`` or ``start_from_epoch`` out of its allowed
+            range.
 
     References:
         Prechelt, "Early Stopping -- But When?", in Neural Networks: Tricks of the Trade, LNCS 1524, 1998

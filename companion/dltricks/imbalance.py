@@ -88,6 +88,10 @@ def oversample_indices(labels: Any, *, seed: int = 0, target: int | None = None)
 
     Returns:
         A shuffled ``torch.long`` tensor of length ``target * number_of_classes_present``.
+
+    Raises:
+        TypeError: for a ``target`` of the wrong type.
+        ValueError: for a ``target`` out of its allowed range.
     """
     y = _class_labels(labels)
     gen = _generator(seed)
@@ -149,6 +153,9 @@ def class_weights(
 
     Returns:
         A ``(num_classes,)`` tensor, e.g. for ``F.cross_entropy(logits, y, weight=class_weights(y_train))``.
+
+    Raises:
+        TypeError: for a ``dtype`` of the wrong type.
     """
     counts = _counts(labels, num_classes).double()
     check_type("dtype", dtype, torch.dtype, "a torch.dtype")
@@ -183,6 +190,10 @@ def weighted_sampler(
         seed: seed of the sampler's own ``torch.Generator`` (its draws continue across epochs).
         num_samples: draws per epoch; default ``len(labels)``.
         replacement: sample with replacement (default ``True``).
+
+    Raises:
+        TypeError: for a ``num_samples`` or ``replacement`` of the wrong type.
+        ValueError: for a ``num_samples`` out of its allowed range.
     """
     y = _class_labels(labels)
     check_type("replacement", replacement, bool, "a bool")
@@ -191,7 +202,8 @@ def weighted_sampler(
         "num_samples", num_samples, minimum=1, maximum=None if replacement else len(y)
     )  # fmt: skip
     weights = 1.0 / torch.bincount(y).double()[y]
-    return WeightedRandomSampler(weights, n, replacement=replacement, generator=gen)
+    # torch's annotation says Sequence[float]; it takes (and converts) a tensor, the documented use.
+    return WeightedRandomSampler(weights, n, replacement=replacement, generator=gen)  # type: ignore[arg-type]
 
 
 def prior_bias(pos: float, neg: float) -> float:
@@ -201,6 +213,10 @@ def prior_bias(pos: float, neg: float) -> float:
     :math:`\sigma(b) = \text{pos} / (\text{pos} + \text{neg})`, the fraction of positives, which minimises
     the initial binary cross-entropy (to the binary entropy of the prior). ``pos`` and ``neg`` are counts or
     any two positive numbers in the right ratio.
+
+    Raises:
+        TypeError: for a ``neg`` or ``pos`` of the wrong type.
+        ValueError: for a ``neg`` or ``pos`` out of its allowed range.
     """
     pos = check_float("pos", pos, minimum=0.0, min_inclusive=False)
     neg = check_float("neg", neg, minimum=0.0, min_inclusive=False)

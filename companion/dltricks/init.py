@@ -78,6 +78,10 @@ def fans(tensor_or_shape: torch.Tensor | Sequence[int]) -> tuple[int, int]:
 
     Args:
         tensor_or_shape: a tensor, a ``torch.Size`` or a sequence of non-negative integers.
+
+    Raises:
+        TypeError: for a ``tensor_or_shape`` of the wrong type.
+        ValueError: for a ``tensor_or_shape`` out of its allowed range.
     """
     name = "tensor_or_shape"
     if isinstance(tensor_or_shape, torch.Tensor):
@@ -124,6 +128,10 @@ def variance_scaling_(
         mode: ``"fan_in"``, ``"fan_out"`` or ``"fan_avg"``.
         distribution: ``"normal"``, ``"truncated_normal"`` or ``"uniform"``.
         generator: an optional ``torch.Generator`` for reproducible draws.
+
+    Raises:
+        TypeError: for a ``generator``, ``scale`` or ``tensor`` of the wrong type.
+        ValueError: for a ``distribution``, ``mode``, ``scale`` or ``tensor.shape`` out of its allowed range.
 
     References:
         Glorot & Bengio, "Understanding the difficulty of training deep feedforward neural networks",
@@ -199,6 +207,10 @@ def init_model_(
 
     Returns:
         ``model``, for chaining.
+
+    Raises:
+        TypeError: for a ``bias``, ``kernel_init`` or ``model`` of the wrong type.
+        ValueError: for a ``bias`` out of its allowed range.
     """
     check_type("model", model, nn.Module, "a torch.nn.Module")
     if not callable(kernel_init):
@@ -206,7 +218,8 @@ def init_model_(
     value = None if bias is None else check_float("bias", bias)
     for module in model.modules():
         if isinstance(module, KERNEL_LAYERS):
-            kernel_init(module.weight)
-            if value is not None and module.bias is not None:
-                module.bias.fill_(value)
+            layer: Any = module  # a Linear or Conv: its weight and bias are tensors (or bias None)
+            kernel_init(layer.weight)
+            if value is not None and layer.bias is not None:
+                layer.bias.fill_(value)
     return model

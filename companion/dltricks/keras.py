@@ -18,6 +18,10 @@ def regularizer(l1: float = 0.0, l2: float = 0.0) -> Any:
 
     Note the Keras convention: ``L2(l2)`` has no one-half, so it equals ``weight_decay = 2 * l2`` in
     PyTorch's SGD (see :func:`dltricks.regularization.keras_l2_factor`).
+
+    Raises:
+        TypeError: for a ``l1`` or ``l2`` of the wrong type.
+        ValueError: for a ``l1`` or ``l2`` out of its allowed range.
     """
     import keras
 
@@ -40,6 +44,10 @@ def mlp(
 
     Every Dense layer shares the same arguments through ``functools.partial``, so the regularizer is written
     once instead of once per layer (Géron, Hands-On Machine Learning, 3rd ed., ch. 11).
+
+    Raises:
+        TypeError: for a ``classes``, ``hidden`` or ``hidden[i]`` of the wrong type.
+        ValueError: for a ``classes`` or ``hidden[i]`` out of its allowed range.
     """
     import keras
 

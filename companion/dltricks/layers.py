@@ -29,6 +29,9 @@ Conventions, stated because the frameworks differ:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -56,10 +59,24 @@ class BatchNorm(nn.Module):
             (``bias``, init 0).
         track_running_stats: keep running averages for evaluation mode.
 
+    Raises:
+        TypeError: for an ``affine``, ``eps``, ``momentum``, ``num_features`` or ``track_running_stats`` of
+            the
+            wrong type.
+        ValueError: for an ``eps``, ``momentum`` or ``num_features`` out of its allowed range; from
+            ``forward``, for an input whose dimension 1 is not ``num_features``, or with one value per
+            channel in training mode (its variance would be 0).
+
     References:
         Ioffe & Szegedy, "Batch Normalization: Accelerating Deep Network Training by Reducing Internal
         Covariate Shift", ICML 2015 (Algorithm 1 for training, Algorithm 2 for inference).
     """
+
+    # Buffers, as nn.BatchNorm1d declares them; None when track_running_stats=False, which every use checks
+    # on running_mean first.
+    running_mean: torch.Tensor
+    running_var: torch.Tensor
+    num_batches_tracked: torch.Tensor
 
     def __init__(
         self,
@@ -91,6 +108,21 @@ class BatchNorm(nn.Module):
             self.register_buffer("running_mean", None)
             self.register_buffer("running_var", None)
             self.register_buffer("num_batches_tracked", None)
+
+    def reset_running_stats(self) -> None:
+        """Running mean 0, running variance 1, no batch counted: ``nn.BatchNorm1d``'s method of that name."""
+        if self.running_mean is not None:
+            self.running_mean.zero_()
+            self.running_var.fill_(1.0)
+            self.num_batches_tracked.zero_()
+
+    def reset_parameters(self) -> None:
+        """Reset the running statistics, and ``weight`` to 1 and ``bias`` to 0, as ``nn.BatchNorm1d``."""
+        self.reset_running_stats()
+        if self.weight is not None:
+            with torch.no_grad():
+                self.weight.fill_(1.0)
+                self.bias.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim < 2 or x.shape[1] != self.num_features:
@@ -129,12 +161,60 @@ class BatchNorm(nn.Module):
         )
 
 
+BATCHNORM_TYPES: tuple[type[nn.Module], ...] = (nn.modules.batchnorm._BatchNorm, BatchNorm)
+
+
+@torch.no_grad()
+def update_bn(loader: Iterable[Any], model: nn.Module, device: str | torch.device | None = None) -> None:
+    """Recompute the running statistics of every batch-norm layer (torch's and :class:`BatchNorm`).
+
+    ``torch.optim.swa_utils.update_bn`` finds batch-norm layers by ``isinstance(m, _BatchNorm)`` and so
+    skips :class:`BatchNorm` silently; this function does the same work for both kinds: reset the running
+    statistics, switch to the cumulative average (``momentum=None``), run ``model`` in training mode over
+    ``loader``, then put the momenta and the training flag back. For torch's layers the result equals
+    ``swa_utils.update_bn``'s.
+
+    Args:
+        loader: batches, each a tensor or a tuple/list whose first element is the input.
+        model: the network (e.g. an SWA average of weights).
+        device: where to move each input first (``None``: leave it where it is).
+
+    Raises:
+        ValueError: if ``model`` has no batch-norm layer that tracks running statistics (nothing to update:
+            most likely the wrong model).
+    """
+    layers: list[Any] = [
+        m for m in model.modules() if isinstance(m, BATCHNORM_TYPES) and m.running_mean is not None
+    ]
+    if not layers:
+        fail("model", "a module with a batch-norm layer that tracks running statistics", type(model).__name__)
+    momenta = {}
+    for m in layers:
+        m.reset_running_stats()
+        momenta[m] = m.momentum
+        m.momentum = None
+    was_training = model.training
+    model.train()
+    try:
+        for batch in loader:
+            x = batch[0] if isinstance(batch, (list, tuple)) else batch
+            model(x if device is None else x.to(device))
+    finally:
+        for m, momentum in momenta.items():
+            m.momentum = momentum
+        model.train(was_training)
+
+
 class Residual(nn.Module):
     r"""A residual connection :math:`y = x + F(x)` around ``body`` :math:`F`.
 
     The identity path lets the gradient reach earlier layers unattenuated: :math:`\partial y / \partial x =
     I + \partial F / \partial x`. ``body`` must keep the shape of its input; a mismatch (a changed width or
     stride) fails with both shapes rather than broadcasting silently.
+
+    Raises:
+        TypeError: for a ``body`` of the wrong type.
+        ValueError: from ``forward``, when ``body(x)`` does not have the shape of ``x``.
 
     References:
         He, Zhang, Ren & Sun, "Deep Residual Learning for Image Recognition", CVPR 2016 (Eq. 1).

@@ -14,7 +14,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from dltricks._checks import check_int, check_type
+from dltricks._checks import check_int, check_type, fail
 from dltricks.device import resolve_device
 from dltricks.dropout import Dropout
 
@@ -66,6 +66,13 @@ def mc_dropout_predict(
     Returns:
         An :class:`MCPrediction` with the mean and standard deviation of the probabilities, on the CPU.
 
+    Raises:
+        TypeError: if ``model`` is not a module or ``x`` not a tensor, or a count is not an integer.
+        ValueError: if ``x`` holds no example, a count is below 1, or ``model`` has no dropout module:
+            without one every pass gives the same prediction and a spread of exactly zero, which would
+            read as certainty. Functional dropout (``F.dropout(x, p, self.training)``) cannot be switched
+            on apart from the rest of the model, so it does not count: use ``nn.Dropout`` modules.
+
     References:
         Gal & Ghahramani, "Dropout as a Bayesian Approximation: Representing Model Uncertainty in Deep
         Learning", ICML 2016, sec. 4 (the predictive mean as the average of :math:`T` stochastic forward
@@ -80,6 +87,9 @@ def mc_dropout_predict(
     if generator_seed is not None:
         generator_seed = check_int("generator_seed", generator_seed)
     dev = resolve_device(device)
+    if not any(isinstance(m, DROPOUT_TYPES) for m in model.modules()):
+        names = ", ".join(t.__name__ for t in (nn.Dropout, nn.Dropout2d, nn.AlphaDropout, Dropout))
+        fail("model", f"a module containing dropout modules ({names}, ...)", type(model).__name__)
 
     flags = {m: m.training for m in model.modules()}
     rng: contextlib.AbstractContextManager = contextlib.nullcontext()

@@ -29,6 +29,12 @@ def mlp(
         out_features: number of outputs (classes).
         activation: the hidden layers' activation class (default ``nn.ReLU``).
         dropout: dropout probability after each hidden activation (0 disables it).
+
+    Raises:
+        TypeError: for a ``dropout``, ``hidden``, ``hidden[i]``, ``in_features`` or ``out_features`` of the
+            wrong type.
+        ValueError: for a ``dropout``, ``hidden[i]``, ``in_features`` or ``out_features`` out of its allowed
+            range.
     """
     in_features = check_int("in_features", in_features, minimum=1)
     out_features = check_int("out_features", out_features, minimum=1)
@@ -83,6 +89,12 @@ def deep_mlp(
         kernel_init: in-place initializer for weight matrices, e.g. ``dltricks.init.he_normal_``.
         batch_norm: insert batch normalization before every hidden activation.
         residual: use residual blocks for hidden layers 2..depth (not with ``batch_norm``).
+
+    Raises:
+        TypeError: for a ``depth``, ``in_features``, ``kernel_init``, ``out_features`` or ``width`` of the
+            wrong type.
+        ValueError: for a ``depth``, ``in_features``, ``out_features``, ``residual`` or ``width`` out of its
+            allowed range.
     """
     in_features = check_int("in_features", in_features, minimum=1)
     width = check_int("width", width, minimum=1)

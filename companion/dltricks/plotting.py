@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import matplotlib as mpl
 import numpy as np
+from cycler import cycler
 
 # Colour-blind-safe palette (Okabe & Ito, 2008), in the order series are drawn.
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000")
@@ -21,7 +22,7 @@ STYLE = {
     "grid.alpha": 0.3,
     "axes.spines.top": False,
     "axes.spines.right": False,
-    "axes.prop_cycle": mpl.cycler(color=PALETTE),
+    "axes.prop_cycle": cycler(color=PALETTE),
     "legend.frameon": False,
     "font.size": 10,
     "axes.titlesize": 11,
@@ -31,11 +32,15 @@ STYLE = {
 
 def use_style() -> None:
     """Apply the book's matplotlib style to every later figure in this process."""
-    mpl.rcParams.update(STYLE)
+    mpl.rcParams.update(STYLE)  # type: ignore[arg-type]  # the stubs want literal keys
 
 
 def band(ax, x: Sequence[float], runs: Sequence[Sequence[float]], label: str, color: str | None = None, **kw):
-    """Plot the mean over ``runs`` (one row per seed) with a shaded ± one standard deviation band."""
+    """Plot the mean over ``runs`` (one row per seed) with a shaded ± one standard deviation band.
+
+    Raises:
+        ValueError: when ``runs`` is not 2-D (seeds x points).
+    """
     arr = np.asarray(runs, dtype=float)
     if arr.ndim != 2:
         raise ValueError(f"`runs` must be 2-D (seeds x points). Received: runs with shape {arr.shape}")

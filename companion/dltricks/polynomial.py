@@ -24,7 +24,12 @@ TRUE_COEFS = (5.0, 1.2, -3.4 / 2, 5.6 / 6)
 
 
 def polynomial_features(x: np.ndarray, degree: int) -> np.ndarray:
-    """The Vandermonde design matrix ``[x**k for k in 0..degree]``, shape ``(len(x), degree + 1)``."""
+    """The Vandermonde design matrix ``[x**k for k in 0..degree]``, shape ``(len(x), degree + 1)``.
+
+    Raises:
+        TypeError: for a ``degree`` of the wrong type.
+        ValueError: for a ``degree`` or ``x`` out of its allowed range.
+    """
     degree = check_int("degree", degree, minimum=0)
     x = np.asarray(x, dtype=float)
     if x.ndim != 1:
@@ -33,7 +38,12 @@ def polynomial_features(x: np.ndarray, degree: int) -> np.ndarray:
 
 
 def make_data(n: int, *, noise: float = 0.1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Draw ``n`` points: ``x`` uniform on [-1, 1], ``y`` the cubic plus Gaussian noise of std ``noise``."""
+    """Draw ``n`` points: ``x`` uniform on [-1, 1], ``y`` the cubic plus Gaussian noise of std ``noise``.
+
+    Raises:
+        TypeError: for a ``n``, ``noise`` or ``seed`` of the wrong type.
+        ValueError: for a ``n``, ``noise`` or ``seed`` out of its allowed range.
+    """
     n = check_int("n", n, minimum=1)
     noise = check_float("noise", noise, minimum=0.0)
     rng = np.random.default_rng(check_int("seed", seed, minimum=0))
@@ -47,6 +57,10 @@ def fit(x: np.ndarray, y: np.ndarray, degree: int, *, ridge: float = 0.0) -> np.
 
     Minimises :math:`\|Xw - y\|^2 + \text{ridge}\,\|w\|^2`; with ``ridge=0`` and more features than points it
     returns the minimum-norm interpolating solution (``np.linalg.lstsq``).
+
+    Raises:
+        TypeError: for a ``ridge`` of the wrong type.
+        ValueError: for a ``ridge`` or ``y`` out of its allowed range.
     """
     ridge = check_float("ridge", ridge, minimum=0.0)
     X = polynomial_features(x, degree)

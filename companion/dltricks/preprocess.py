@@ -176,6 +176,10 @@ class Standardizer(_FittedScaler):
         mean_, std_, scale_: the fitted statistics, shaped to broadcast against the input (``None`` until
             :meth:`fit`); ``scale_`` is ``std_`` with the constant features' entries replaced by 1.
 
+    Raises:
+        TypeError: for an ``eps`` of the wrong type.
+        ValueError: for an ``eps`` out of its allowed range.
+
     References:
         LeCun, Bottou, Orr & Müller, "Efficient BackProp", in *Neural Networks: Tricks of the Trade*, 1998,
         sec. 4.3 (normalizing the inputs).
@@ -225,13 +229,22 @@ class Standardizer(_FittedScaler):
         return z.to(mean.dtype) * scale + mean
 
     def state_dict(self) -> dict[str, Any]:
-        """The configuration and the fitted statistics, for ``torch.save`` next to the model weights."""
+        """The configuration and the fitted statistics, for ``torch.save`` next to the model weights.
+
+        Raises:
+            NotFittedError: when called before ``fit``.
+        """
         if not self.fitted:
             raise _not_fitted(self, "state_dict")
         return {**self._state(), "eps": self.eps, "mean": self.mean_, "std": self.std_, "scale": self.scale_}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> Standardizer:
-        """Restore a :meth:`state_dict` (configuration included); return ``self``."""
+        """Restore a :meth:`state_dict` (configuration included); return ``self``.
+
+        Raises:
+            TypeError: for a ``state['eps']`` of the wrong type.
+            ValueError: for a ``state['eps']`` out of its allowed range.
+        """
         self._load(state, ("eps",))
         self.eps = check_float("state['eps']", state["eps"], minimum=0.0)
         return self
@@ -318,7 +331,11 @@ class RangeScaler(_FittedScaler):
         return (y.to(lo.dtype) - self.low) / scale + lo
 
     def state_dict(self) -> dict[str, Any]:
-        """The configuration and the fitted range."""
+        """The configuration and the fitted range.
+
+        Raises:
+            NotFittedError: when called before ``fit``.
+        """
         if not self.fitted:
             raise _not_fitted(self, "state_dict")
         return {**self._state(), "low": self.low, "high": self.high, "min": self.min_, "max": self.max_}
@@ -350,6 +367,10 @@ def rescale(
 
     Use this when the range is a property of the data type (pixels, a sensor's spec), and :class:`RangeScaler`
     when it has to be estimated from the training set.
+
+    Raises:
+        TypeError: for an ``in_max``, ``in_min`` or ``x`` of the wrong type.
+        ValueError: for an ``in_max`` or ``in_min`` out of its allowed range.
     """
     check_type("x", x, torch.Tensor, "a torch.Tensor")
     in_min = check_float("in_min", in_min)
@@ -429,6 +450,10 @@ class OneHotEncoder:
 
     Attributes:
         categories_: the sorted training categories (``None`` until :meth:`fit`).
+
+    Raises:
+        TypeError: for a ``dtype`` of the wrong type.
+        ValueError: for a ``handle_unknown`` out of its allowed range.
     """
 
     def __init__(self, *, handle_unknown: str = "error", dtype: torch.dtype = torch.float32) -> None:
@@ -438,12 +463,17 @@ class OneHotEncoder:
         self._index: dict[Hashable, int] = {}
 
     def fit(self, values: Any) -> OneHotEncoder:
-        """Record the distinct values of the training split; return ``self``."""
+        """Record the distinct values of the training split; return ``self``.
+
+        Raises:
+            TypeError: for a ``values`` of the wrong type.
+            ValueError: for a ``values`` out of its allowed range.
+        """
         vals = _as_values("values", values)
         if not vals:
             fail("values", "a non-empty sequence", values)
         try:
-            self.categories_ = sorted(set(vals))
+            self.categories_ = sorted(set(vals))  # type: ignore[type-var]  # unorderable: TypeError below
         except TypeError:
             kinds = sorted({type(v).__name__ for v in vals})
             fail("values", "mutually comparable values (they are sorted)", f"types {kinds}", TypeError)
@@ -452,7 +482,12 @@ class OneHotEncoder:
         return self
 
     def transform(self, values: Any) -> torch.Tensor:
-        """The ``(len(values), len(categories_))`` one-hot codes of ``values``."""
+        """The ``(len(values), len(categories_))`` one-hot codes of ``values``.
+
+        Raises:
+            ValueError: for a value not seen by ``fit`` (it is named).
+            NotFittedError: when called before ``fit``.
+        """
         if self.categories_ is None:
             raise _not_fitted(self, "transform")
         vals = _as_values("values", values)
@@ -474,7 +509,13 @@ class OneHotEncoder:
         return self.fit(values).transform(values)
 
     def inverse_transform(self, codes: torch.Tensor) -> list[Hashable | None]:
-        """The category of each row's largest entry; ``None`` for an all-zero (unknown) row."""
+        """The category of each row's largest entry; ``None`` for an all-zero (unknown) row.
+
+        Raises:
+            TypeError: for a ``codes`` of the wrong type.
+            ValueError: for a ``codes.shape`` out of its allowed range.
+            NotFittedError: when called before ``fit``.
+        """
         if self.categories_ is None:
             raise _not_fitted(self, "inverse_transform")
         check_type("codes", codes, torch.Tensor, "a torch.Tensor")

@@ -18,11 +18,15 @@ import torch
 from torch import nn
 
 from dltricks._checks import check_float, check_tensors, check_type
-from dltricks.train import Callback, TrainState
+from dltricks.callbacks import Callback, TrainState
 
 
 def weights_only(model: nn.Module) -> list[nn.Parameter]:
-    """The parameters with two or more dimensions (linear and conv kernels), not biases or norm scales."""
+    """The parameters with two or more dimensions (linear and conv kernels), not biases or norm scales.
+
+    Raises:
+        TypeError: for a ``model`` of the wrong type.
+    """
     check_type("model", model, nn.Module, "a torch.nn.Module")
     return [p for p in model.parameters() if p.ndim > 1]
 
@@ -31,6 +35,10 @@ def l2_penalty(params: Iterable[torch.Tensor], weight_decay: float) -> torch.Ten
     r"""The L2 penalty :math:`\frac{\lambda}{2}\sum_i w_i^2` over ``params``.
 
     Adding it to the loss adds :math:`\lambda w` to each gradient, the same as SGD's ``weight_decay``.
+
+    Raises:
+        TypeError: for a ``params`` or ``weight_decay`` of the wrong type.
+        ValueError: for a ``params`` or ``weight_decay`` out of its allowed range.
 
     References:
         Krogh & Hertz, "A Simple Weight Decay Can Improve Generalization", NeurIPS 1991.
@@ -45,6 +53,10 @@ def l1_penalty(params: Iterable[torch.Tensor], strength: float) -> torch.Tensor:
 
     Its (sub)gradient :math:`\lambda\,\mathrm{sign}(w)` pushes weights towards zero but, with a gradient
     step, they overshoot and oscillate around it: few become *exactly* zero. See :class:`L1Proximal`.
+
+    Raises:
+        TypeError: for a ``params`` or ``strength`` of the wrong type.
+        ValueError: for a ``params`` or ``strength`` out of its allowed range.
     """
     lam = check_float("strength", strength, minimum=0.0)
     return lam * torch.stack([p.abs().sum() for p in check_tensors("params", params)]).sum()
@@ -53,6 +65,10 @@ def l1_penalty(params: Iterable[torch.Tensor], strength: float) -> torch.Tensor:
 @torch.no_grad()
 def soft_threshold_(params: Iterable[torch.Tensor], threshold: float) -> None:
     r"""In place :math:`w \leftarrow \mathrm{sign}(w)\max(|w| - t, 0)`: the proximal map of :math:`t\|w\|_1`.
+
+    Raises:
+        TypeError: for a ``params`` or ``threshold`` of the wrong type.
+        ValueError: for a ``params`` or ``threshold`` out of its allowed range.
 
     References:
         Donoho, "De-noising by soft-thresholding", IEEE Trans. Inf. Theory, 1995;
@@ -73,6 +89,10 @@ class L1Proximal(Callback):
     Args:
         params: the tensors to sparsify (e.g. ``weights_only(model)``).
         strength: the L1 coefficient :math:`\lambda` (>= 0).
+
+    Raises:
+        TypeError: for a ``params`` or ``strength`` of the wrong type.
+        ValueError: for a ``params`` or ``strength`` out of its allowed range.
     """
 
     def __init__(self, params: Iterable[torch.Tensor], strength: float) -> None:
@@ -85,12 +105,22 @@ class L1Proximal(Callback):
 
 
 def zero_fraction(params: Iterable[torch.Tensor]) -> float:
-    """Fraction of entries that are exactly zero across ``params``."""
+    """Fraction of entries that are exactly zero across ``params``.
+
+    Raises:
+        TypeError: for a ``params`` of the wrong type.
+        ValueError: for a ``params`` out of its allowed range.
+    """
     tensors = check_tensors("params", params)
     total = sum(p.numel() for p in tensors)
     return sum(int((p == 0).sum()) for p in tensors) / total
 
 
 def keras_l2_factor(weight_decay: float) -> float:
-    """The Keras ``L2(l2)`` factor equal to :func:`l2_penalty`'s ``weight_decay``: ``weight_decay / 2``."""
+    """The Keras ``L2(l2)`` factor equal to :func:`l2_penalty`'s ``weight_decay``: ``weight_decay / 2``.
+
+    Raises:
+        TypeError: for a ``weight_decay`` of the wrong type.
+        ValueError: for a ``weight_decay`` out of its allowed range.
+    """
     return check_float("weight_decay", weight_decay, minimum=0.0) / 2.0

@@ -30,7 +30,13 @@ def kfold_indices(
         n: number of examples (>= k).
         k: number of folds (>= 2).
         shuffle: shuffle the examples before cutting folds (default ``False``).
-        seed: seed of the shuffle; required when ``shuffle`` is true.
+        seed: seed of the shuffle; required when ``shuffle`` is true, refused otherwise (as scikit-learn
+            refuses ``random_state`` without ``shuffle``: a seed that changes nothing is a mistake).
+
+    Raises:
+        TypeError: for a non-integer ``n``, ``k`` or ``seed``.
+        ValueError: for ``k < 2``, ``n < k``, ``shuffle`` without a ``seed``, or a ``seed`` without it
+            (raised when the first split is asked for).
 
     References:
         Stone, "Cross-validatory choice and assessment of statistical predictions", JRSS B, 1974.
@@ -39,6 +45,8 @@ def kfold_indices(
     n = check_int("n", n, minimum=1)
     if n < k:
         fail("n", f"at least the number of folds k={k}", n)
+    if not shuffle and seed is not None:
+        fail("seed", "None when shuffle=False (unshuffled folds: a seed would change nothing)", seed)
     indices = np.arange(n)
     if shuffle:
         if seed is None:
@@ -60,13 +68,20 @@ def cross_validate(
     k: int = 5,
     *,
     shuffle: bool = True,
-    seed: int | None = 0,
+    seed: int | None = None,
 ) -> np.ndarray:
     """Run ``score(train_idx, val_idx)`` on each K-fold split and return the ``k`` scores.
 
     ``score`` trains a fresh model on ``train_idx`` and returns its validation error (or any score) on
-    ``val_idx``; averaging the returned array estimates how well the candidate generalizes.
+    ``val_idx``; averaging the returned array estimates how well the candidate generalizes. With
+    ``shuffle`` and no ``seed`` the shuffle uses seed 0, so that the default is reproducible.
+
+    Raises:
+        TypeError: if ``score`` is not callable; as :func:`kfold_indices` for the other arguments.
+        ValueError: as :func:`kfold_indices` (e.g. a ``seed`` with ``shuffle=False``).
     """
     if not callable(score):
         fail("score", "a callable score(train_idx, val_idx) -> float", score, TypeError)
+    if shuffle and seed is None:
+        seed = 0
     return np.array([float(score(tr, va)) for tr, va in kfold_indices(n, k, shuffle=shuffle, seed=seed)])

@@ -6,7 +6,7 @@ import os
 from typing import Any
 
 from dltricks._checks import check_int, check_type
-from dltricks.train import Callback, TrainState
+from dltricks.callbacks import Callback, TrainState
 
 
 class TensorBoard(Callback):

@@ -20,124 +20,19 @@ from torch import nn
 from tqdm.std import tqdm
 
 from dltricks._checks import check_choice, check_int, check_type
+from dltricks.callbacks import Batch, Callback, History, Metric, TrainState
+from dltricks.checkpoint import CheckpointError, resume
 from dltricks.device import resolve_device
+from dltricks.nonfinite import gradients, loss_and_finite, optimizer_params
 
-Batch = tuple[torch.Tensor, torch.Tensor]
-Metric = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+__all__ = ["Batch", "Callback", "History", "Metric", "TrainState", "accuracy", "evaluate", "fit"]
+
 REMEDIES = "usual remedies: a lower learning rate, gradient clipping, checking the inputs for NaN or inf"
 
 
 def accuracy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Fraction of rows whose arg-max logit equals the integer target."""
     return (logits.argmax(dim=1) == target).float().mean()
-
-
-class History:
-    """Per-epoch records of a ``fit`` run: ``history["val_loss"]`` is a list with one value per epoch."""
-
-    def __init__(self) -> None:
-        self.epochs: list[dict[str, float]] = []
-
-    def append(self, record: Mapping[str, float]) -> None:
-        self.epochs.append(dict(record))
-
-    def __getitem__(self, key: str) -> list[float]:
-        """The values of ``key`` over the epochs that recorded it (see :meth:`epochs_of`)."""
-        values = [e[key] for e in self.epochs if key in e]
-        if not values:
-            raise KeyError(f"no '{key}' in history; keys: {sorted(self.keys())}")
-        return values
-
-    def epochs_of(self, key: str) -> list[int]:
-        """The (1-based) epoch numbers at which ``key`` was recorded, to plot ``history[key]`` against."""
-        return [int(e["epoch"]) for e in self.epochs if key in e]
-
-    def keys(self) -> list[str]:
-        """Every key recorded in at least one epoch."""
-        return list(dict.fromkeys(k for e in self.epochs for k in e))
-
-    def __len__(self) -> int:
-        return len(self.epochs)
-
-    def __repr__(self) -> str:
-        last = ", ".join(f"{k}={v:.4g}" for k, v in (self.epochs[-1] if self.epochs else {}).items())
-        return f"History({len(self)} epochs; last: {last})"
-
-
-class Callback:
-    """Hooks that ``fit`` calls at named points. Subclass and override what you need.
-
-    Every hook receives the ``TrainState``; a callback stops training by setting ``state.stop = True``.
-    A callback that carries state across epochs (counters, saved weights) returns it from ``state_dict``
-    (tensors and JSON-like primitives only) so that a checkpoint can store it and ``load_state_dict`` can
-    put it back when a run resumes; stateless callbacks keep the defaults.
-    """
-
-    def on_train_begin(self, state: TrainState) -> None: ...
-    def on_before_step(self, state: TrainState) -> None: ...
-    def on_step_end(self, state: TrainState) -> None: ...
-    def on_epoch_end(self, state: TrainState) -> None: ...
-    def on_train_end(self, state: TrainState) -> None: ...
-
-    def state_dict(self) -> dict[str, Any]:
-        """What a checkpoint must store to resume this callback exactly (default: nothing)."""
-        return {}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned (default: accept only the empty state)."""
-        if state:
-            raise ValueError(
-                f"`state` must be empty for a stateless {type(self).__name__}. Received: {state!r}"
-            )
-
-
-class TrainState:
-    """What callbacks can see and change: the model, optimizer, counters, history and the stop flag.
-
-    ``train`` and ``callbacks`` are the loader and callbacks of the ``fit`` call (a checkpoint stores their
-    states). ``batch``, ``loss_total``, ``loss_count`` and ``epoch_skipped`` describe the epoch in progress,
-    so that a run saved in the middle of an epoch can finish that epoch exactly as it would have.
-    """
-
-    COUNTERS = ("epoch", "step", "batch", "skipped", "epoch_skipped", "loss_total", "loss_count", "stop")
-
-    def __init__(
-        self,
-        model: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        history: History,
-        *,
-        train: Iterable[Batch] | None = None,
-        callbacks: Sequence[Callback] = (),
-    ) -> None:
-        self.model, self.optimizer, self.history = model, optimizer, history
-        self.train, self.callbacks = train, list(callbacks)
-        self.epoch = 0  # epochs completed
-        self.step = 0  # training steps taken (a skipped non-finite step counts: its batch was used up)
-        self.stop = False
-        self.skipped = 0  # non-finite steps skipped over the whole run
-        self._begin_epoch()
-
-    def _begin_epoch(self) -> None:
-        self.batch = 0  # batches of the current epoch done
-        self.loss_total, self.loss_count, self.epoch_skipped = 0.0, 0, 0
-
-    def end_epoch(self) -> None:
-        """Count the epoch as completed and reset the per-epoch running sums."""
-        self.epoch += 1
-        self._begin_epoch()
-
-    def state_dict(self) -> dict[str, Any]:
-        """The counters and running sums (not the model, optimizer or history), as primitives."""
-        return {name: getattr(self, name) for name in self.COUNTERS}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned."""
-        missing = [name for name in self.COUNTERS if name not in state]
-        if missing:
-            raise ValueError(f"`state` must hold the counters {list(self.COUNTERS)}. Missing: {missing}")
-        for name in self.COUNTERS:
-            setattr(self, name, state[name])
 
 
 def evaluate(
@@ -147,7 +42,11 @@ def evaluate(
     metrics: Mapping[str, Metric] | None = None,
     device: str | torch.device = "cpu",
 ) -> dict[str, float]:
-    """Mean loss and metrics of ``model`` over ``batches`` in evaluation mode, weighted by batch size."""
+    """Mean loss and metrics of ``model`` over ``batches`` in evaluation mode, weighted by batch size.
+
+    Raises:
+        ValueError: when ``batches`` yields no batch.
+    """
     metrics = {"accuracy": accuracy} if metrics is None else metrics
     dev = resolve_device(device)
     was_training = model.training
@@ -210,26 +109,43 @@ def fit(
         eval_every: evaluate ``val`` (and the training set) every this many epochs and after the last one
             (Keras' ``validation_freq``); the other epochs' records hold only ``loss``.
         callbacks: objects with ``on_train_begin``/``on_before_step``/``on_step_end``/``on_epoch_end``/
-            ``on_train_end``; ``on_before_step`` runs between ``backward`` and ``optimizer.step``.
+            ``on_train_end``; ``on_before_step`` runs between ``backward`` and ``optimizer.step``, once the
+            gradients are known to be finite; ``on_train_exit`` (optional) runs last, even when training
+            raises (the ``Checkpoint`` callback releases its directory there).
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or a ``torch.device``.
         progress: show a progress bar over epochs; ``None`` follows ``$DLTRICKS_PROGRESS`` (default on).
         resume_from: a checkpoint directory (or file) written by :class:`dltricks.checkpoint.Checkpoint`.
             When it holds a checkpoint that verifies, the model, optimizer, loader position, callbacks,
             random generators, counters and history are restored from the newest one and training goes on
             from there, mid-epoch included; an empty or missing directory starts afresh, so one command
-            line both starts and restarts a run. ``epochs`` stays the total, not the number still to run.
-        nonfinite: what a NaN or infinite loss does. ``"raise"``: stop with ``FloatingPointError``;
-            ``"skip"``: drop that batch without an optimizer step, count it in the history's ``skipped``.
-            Either way the loss is checked before ``backward``, so it never reaches the weights.
+            line both starts and restarts a run. ``epochs`` stays the total, not the number still to run;
+            fewer than the checkpoint already completed is refused. The optimizer's state is matched to the
+            parameters by name and its hyperparameters are the checkpoint's (PyTorch's convention, see
+            :func:`dltricks.checkpoint.restore`), with a warning where the caller's differ.
+        nonfinite: what a step with a NaN or infinite loss, or a finite loss with a non-finite gradient (a
+            square root at zero), does. ``"raise"``: stop with ``FloatingPointError`` naming the loss or the
+            parameters whose gradient is not finite; ``"skip"``: drop that batch without an optimizer step
+            (its gradients are discarded) and count it in the history's ``skipped``. Either way the check
+            runs after ``backward`` and before the ``on_before_step`` callbacks (clipping) and the optimizer
+            step, so the weights never take a non-finite step. Cost (see :mod:`dltricks.nonfinite`): one
+            fused check kernel over the gradients (GradScaler's) and no extra host synchronisation: the
+            flag comes over with the loss value that the loop reads once per step anyway. Measured about
+            0.09 ms a step, 3 to 8 % of a step of a 784-256-256-10 MLP on one CPU thread.
         max_skipped: with ``nonfinite="skip"``, raise anyway once more steps than this were skipped.
 
     Returns:
         The ``History`` of the run (of the whole run when resumed).
 
     Raises:
-        FloatingPointError: when the training loss becomes NaN or infinite (the epoch and step are named).
+        TypeError: when ``model``, ``optimizer`` or ``resume_from`` has the wrong type, or a count is not an
+            integer.
+        ValueError: for ``epochs < 0``, ``eval_every < 1``, ``max_skipped < 0`` or another ``nonfinite``.
+        FloatingPointError: when the training loss or a gradient becomes NaN or infinite (the epoch and step
+            are named; with ``"skip"``, once more than ``max_skipped`` steps were skipped).
         dltricks.checkpoint.CheckpointError: when ``resume_from`` names a bad file, or a checkpoint that does
-            not match this model, optimizer, loader or these callbacks.
+            not match this model, optimizer (class, parameter groups, parameter names), loader or these
+            callbacks, or that holds more epochs than ``epochs``; when another process holds the
+            ``Checkpoint`` directory.
     """
     check_type("model", model, nn.Module, "a torch.nn.Module")
     check_type("optimizer", optimizer, torch.optim.Optimizer, "a torch.optim.Optimizer")
@@ -245,13 +161,46 @@ def fit(
     model.to(dev)
     history = History()
     state = TrainState(model, optimizer, history, train=train, callbacks=callbacks)
-    for cb in callbacks:
-        cb.on_train_begin(state)
-    if resume_from is not None:
-        # After on_train_begin, which resets callbacks (EarlyStopping) that the checkpoint then restores.
-        from dltricks.checkpoint import resume  # imported here: checkpoint.py builds on this module
+    try:
+        for cb in callbacks:
+            cb.on_train_begin(state)
+        if resume_from is not None:
+            # After on_train_begin, which resets callbacks (EarlyStopping) that the checkpoint then restores.
+            resumed = resume(state, resume_from)
+            if resumed is not None and state.epoch > epochs:
+                raise CheckpointError(
+                    f"{resumed} holds {state.epoch} completed epochs, more than epochs={epochs}: this call "
+                    f"would return the longer run. Pass epochs >= {state.epoch}, or use an empty directory"
+                )
+        _train(state, epochs, loss_fn, penalty, val, metrics, eval_train, eval_every, dev, progress,
+               nonfinite, max_skipped)  # fmt: skip
+        for cb in callbacks:
+            cb.on_train_end(state)
+    finally:
+        for cb in callbacks:
+            if hasattr(cb, "on_train_exit"):  # optional hook, as on_before_step
+                cb.on_train_exit(state)
+    return history
 
-        resume(state, resume_from)
+
+def _train(
+    state: TrainState,
+    epochs: int,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    penalty: Callable[[nn.Module], torch.Tensor] | None,
+    val: Iterable[Batch] | None,
+    metrics: Mapping[str, Metric],
+    eval_train: bool,
+    eval_every: int,
+    dev: torch.device,
+    progress: bool,
+    nonfinite: str,
+    max_skipped: int,
+) -> None:
+    """The epochs of :func:`fit`, from ``state.epoch`` to ``epochs``."""
+    model, optimizer, train, callbacks = state.model, state.optimizer, state.train, state.callbacks
+    assert train is not None
+    params = optimizer_params(optimizer)
     # Optional hook: callbacks written before it existed (or not subclassing Callback) may lack it.
     before_step = [cb.on_before_step for cb in callbacks if hasattr(cb, "on_before_step")]
     bar = tqdm(total=epochs, initial=state.epoch, desc="epochs", unit="ep", disable=not progress, leave=False)
@@ -267,13 +216,15 @@ def fit(
             if penalty is not None:
                 loss = loss + penalty(model)
             state.step, state.batch = state.step + 1, state.batch + 1
-            # .item() is a host sync; once per step is acceptable for a readable loop on small models.
-            value = loss.item()
-            if not math.isfinite(value):  # before backward(): a NaN or inf never reaches the weights
-                _nonfinite_loss(state, value, nonfinite, max_skipped)
-                continue
             optimizer.zero_grad(set_to_none=True)  # None, not zeros: cheaper, and unused params stay None
             loss.backward()
+            # The one host sync of a step: the loss and a device-side "loss and every gradient finite" flag
+            # come over together (dltricks.nonfinite), so a NaN or inf, in the loss or only in a gradient,
+            # never reaches the weights, and checking the gradients adds no sync.
+            value, finite = loss_and_finite(loss, gradients(params))
+            if not finite:
+                _nonfinite_step(state, value, nonfinite, max_skipped)
+                continue
             for hook in before_step:  # gradients exist and the weights are unchanged: clipping goes here
                 hook(state)
             optimizer.step()
@@ -295,30 +246,38 @@ def fit(
         if val is not None and evaluate_now:
             record |= {f"val_{k}": v for k, v in evaluate(model, val, loss_fn, metrics, dev).items()}
         record["seconds"] = time.perf_counter() - start
-        history.append(record)
+        state.history.append(record)
         state.end_epoch()
         bar.update(1)
         bar.set_postfix({k: f"{v:.3g}" for k, v in record.items() if k.endswith(("loss", "accuracy"))})
         for cb in callbacks:
             cb.on_epoch_end(state)
     bar.close()
-    for cb in callbacks:
-        cb.on_train_end(state)
-    return history
 
 
-def _nonfinite_loss(state: TrainState, value: float, policy: str, max_skipped: int) -> None:
-    """Count a skipped step under ``policy="skip"``; raise otherwise, or once too many were skipped."""
+def _nonfinite_step(state: TrainState, value: float, policy: str, max_skipped: int) -> None:
+    """Drop the gradients of a non-finite step; count it under ``policy="skip"``, raise otherwise."""
+    culprit = f"training loss is {value}"
+    if math.isfinite(value):  # the loss is fine: name the parameters whose gradient is not (off the hot path)
+        names = {id(p): n for n, p in state.model.named_parameters()}
+        bad = [
+            names.get(id(p), f"parameter {i}")
+            for i, p in enumerate(optimizer_params(state.optimizer))
+            if p.grad is not None and not torch.isfinite(p.grad).all()
+        ]
+        culprit = f"the gradient of {', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''} is not finite"
+        culprit += f" (the loss is finite, {value:.6g})"
+    state.optimizer.zero_grad(set_to_none=True)  # the non-finite gradients never outlive the step
     where = f"at epoch {state.epoch + 1}, step {state.step}"
     if policy == "skip":
         state.skipped, state.epoch_skipped = state.skipped + 1, state.epoch_skipped + 1
         if state.skipped <= max_skipped:
             return
         raise FloatingPointError(
-            f"training loss is {value} {where}: {state.skipped} non-finite steps skipped, more than "
+            f"{culprit} {where}: {state.skipped} non-finite steps skipped, more than "
             f"max_skipped={max_skipped}; {REMEDIES}"
         )
     raise FloatingPointError(
-        f"training loss is {value} {where}; the weights are those before this step. {REMEDIES.capitalize()}, "
+        f"{culprit} {where}; the weights are those before this step. {REMEDIES.capitalize()}, "
         "or fit(nonfinite='skip') to skip such batches"
     )

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from dltricks._checks import check_int, check_type, fail
-from dltricks.train import Callback, TrainState
+from dltricks.callbacks import Callback, TrainState
 
 #: The layers whose weight gradients are reported.
 WEIGHT_LAYERS: tuple[type[nn.Module], ...] = (
@@ -80,6 +80,10 @@ def layer_gradient_norms(
 
     Returns:
         ``[(name, norm), ...]`` with names from ``model.named_modules()``, input layer first.
+
+    Raises:
+        TypeError: for a ``loss_fn``, ``model``, ``x`` or ``y`` of the wrong type.
+        ValueError: for a ``model`` out of its allowed range.
     """
     check_type("model", model, nn.Module, "a torch.nn.Module")
     check_type("x", x, torch.Tensor, "a torch.Tensor")
@@ -202,6 +206,10 @@ class ActivationStats:
         model: the network.
         modules: the module types to watch (default: :data:`ACTIVATIONS`, the usual activation modules).
             ``modules=(nn.Linear,)`` gives the statistics of the pre-activations instead.
+
+    Raises:
+        TypeError: for a ``model`` or ``modules`` of the wrong type.
+        ValueError: for a ``model`` out of its allowed range.
     """
 
     def __init__(self, model: nn.Module, modules: tuple[type[nn.Module], ...] = ACTIVATIONS) -> None:
@@ -267,6 +275,10 @@ class GradientNormRecorder(Callback):
     Attributes:
         history: ``list[dict[str, float]]``, one dict per recorded step.
         steps: the training step (``state.step``, 1-based) of each record.
+
+    Raises:
+        TypeError: for an ``every`` of the wrong type.
+        ValueError: for an ``every`` out of its allowed range.
     """
 
     def __init__(self, every: int = 1) -> None:

@@ -29,9 +29,10 @@ from torch import nn
 from tqdm.std import tqdm
 
 from dltricks._checks import check_float, check_int, check_type, fail
+from dltricks.callbacks import Batch
 from dltricks.device import resolve_device
+from dltricks.nonfinite import gradients, loss_and_finite, optimizer_params
 from dltricks.repro import rng_state, set_rng_state
-from dltricks.train import Batch
 
 __all__ = ["LRRangeResult", "lr_range_test"]
 
@@ -171,7 +172,7 @@ def lr_range_test(
         progress = os.environ.get("DLTRICKS_PROGRESS", "1") not in ("0", "false", "False", "")
 
     model.to(dev)
-    saved = None
+    saved: dict[str, Any] | None = None
     if restore:
         # Deep copies: the optimizer's state_dict() shares its tensors with the live state.
         loader = copy.deepcopy(batches.state_dict()) if _stateful(batches) else None  # type: ignore[attr-defined]
@@ -209,6 +210,11 @@ def lr_range_test(
             best = min(best, current)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            # A finite loss can have a non-finite gradient (sqrt at 0): stop before it reaches the weights.
+            # The check stays on the device (dltricks.nonfinite); reading it is this step's second sync.
+            if not loss_and_finite(loss, gradients(optimizer_params(optimizer)))[1]:
+                stopped_early = i < n - 1
+                break
             optimizer.step()
             bar.update(1)
             if current > factor * best or not math.isfinite(current):

@@ -28,6 +28,7 @@ from torch import nn
 
 from dltricks._checks import check_float, check_int, check_type, fail
 from dltricks.device import resolve_device
+from dltricks.nonfinite import gradients, loss_and_finite, optimizer_params
 
 ADVICE = "check the labels, the loss, the output layer and the learning rate"
 
@@ -99,6 +100,11 @@ def overfit_one_batch(
 
     Returns:
         An :class:`OverfitReport`; ``print`` it for a one-line verdict.
+
+    Raises:
+        TypeError: for a ``loss_fn``, ``max_steps``, ``model``, ``optimizer``, ``restore``, ``target_loss``,
+            ``x`` or ``y`` of the wrong type.
+        ValueError: for a ``max_steps``, ``target_loss`` or ``y.shape`` out of its allowed range.
     """
     check_type("model", model, nn.Module, "a torch.nn.Module")
     check_type("x", x, torch.Tensor, "a torch.Tensor")
@@ -150,6 +156,12 @@ def overfit_one_batch(
                 break
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if not loss_and_finite(loss, gradients(optimizer_params(opt)))[1]:  # finite loss, bad gradient
+                reason = (
+                    f"a gradient became NaN or inf at step {steps} although the loss is finite — look for "
+                    "sqrt, log or division at 0 in the model or loss"
+                )
+                break
             opt.step()
             steps += 1
         final_loss, out = eval_loss()

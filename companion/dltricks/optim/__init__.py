@@ -57,6 +57,9 @@ def torch_counterpart(name: str | type) -> type[torch.optim.Optimizer]:
     """The ``torch.optim`` class an optimizer of this package reproduces: ``"adam"`` -> ``torch.optim.Adam``.
 
     ``name`` is a key of :data:`OPTIMIZERS` (case is ignored) or one of the classes themselves.
+
+    Raises:
+        ValueError: for a ``name`` out of its allowed range.
     """
     if isinstance(name, type) and name in OPTIMIZERS.values():
         cls = name

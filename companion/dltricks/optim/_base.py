@@ -30,8 +30,9 @@ import torch
 from dltricks._checks import check_float, check_type, fail
 
 Group = dict[str, Any]
-Tensors = list[torch.Tensor]
-States = list[dict[str, Any]] | None
+# torch's _foreach ops take lists and return tuples: a path may hold either.
+Tensors = list[torch.Tensor] | tuple[torch.Tensor, ...]
+States = list[dict[str, Any]]  # empty when the update keeps no state (plain SGD)
 
 # ``torch._foreach_add_(steps, ONE, alpha=1.0)`` increments every step counter in one call; a tensor
 # (rather than the number 1) selects the overload that does not wrap the scalar once per tensor.
@@ -151,10 +152,29 @@ class DLOptimizer(torch.optim.Optimizer):
     # -- torch.optim.Optimizer -------------------------------------------------------------------------
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a group after checking its hyperparameters and that its parameters are real.
+
+        Raises:
+            ValueError, TypeError: for a bad hyperparameter of the group (e.g. ``"lr": -1``).
+            TypeError: for a complex parameter. ``torch.optim`` optimizers treat one as two real tensors
+                (``view_as_real``); the updates here are written for real tensors only, so every optimizer
+                of this package refuses complex parameters when they are added, before any state exists
+                (Adagrad creates its state at once), rather than computing something else silently.
+        """
         # Check a group's own hyperparameters (e.g. ``[{"params": ..., "lr": -1}]``) before it is added, so
         # that a refused group leaves the optimizer as it was.
         if isinstance(param_group, dict) and hasattr(self, "defaults"):
             self._check_hyper({**self.defaults, **{k: v for k, v in param_group.items() if k != "params"}})
+            params = param_group.get("params")
+            if isinstance(params, torch.Tensor):
+                params = [params]
+            elif params is not None and not isinstance(params, (list, tuple)):
+                params = list(params)  # a generator (model.parameters()) can be read once: keep the list
+            if params is not None:
+                param_group = {**param_group, "params": params}
+                for p in params:
+                    if isinstance(p, torch.Tensor) and p.is_complex():
+                        fail("params", "real tensors (not complex)", p.dtype, TypeError)
         super().add_param_group(param_group)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -176,6 +196,12 @@ class DLOptimizer(torch.optim.Optimizer):
 
         The closure re-evaluates the model and returns the loss; it runs with gradients enabled, before
         the update, as in ``torch.optim``.
+
+        Raises:
+            RuntimeError: for a sparse gradient.
+            ValueError: for a group that switches on a ``torch.optim`` option not implemented here (e.g.
+                ``maximize=True``, loaded from a torch state dict).
+            TypeError: for a complex parameter (also refused when it is added).
         """
         loss = None
         if closure is not None:
@@ -200,7 +226,7 @@ class DLOptimizer(torch.optim.Optimizer):
             for key, off in self.TORCH_KEYS.items():
                 if group.get(key, off):
                     fail(key, f"{off!r} (dltricks.optim.{name} does not implement it)", group[key])
-            states = None
+            states: States = []
             if self._needs_state(group):
                 states = [self.state[p] for p in params]
                 for p, s in zip(params, states):

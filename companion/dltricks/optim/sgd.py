@@ -143,7 +143,7 @@ class SGD(DLOptimizer):
         if wd != 0:
             grads = torch._foreach_add(grads, params, alpha=wd)
         if mu != 0:
-            bufs = [s.get("momentum_buffer") for s in states]
+            bufs: list[Any] = [s.get("momentum_buffer") for s in states]  # None before a first gradient
             if all(b is not None for b in bufs):
                 torch._foreach_mul_(bufs, mu)
                 torch._foreach_add_(bufs, grads, alpha=1 - tau)

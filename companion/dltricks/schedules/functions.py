@@ -1,41 +1,19 @@
-r"""Learning-rate schedules: pure functions of the step, a plateau rule, and the callbacks that apply them.
+r"""Learning-rate schedules as pure functions ``f(step, **hyperparameters) -> lr``, easy to plot and test.
 
-Every schedule here is a function ``f(step, **hyperparameters) -> lr`` that returns the *absolute*
-learning rate (not a multiplier of the optimizer's initial one) for the update that follows ``step``
-earlier updates. That is the convention of both frameworks this module is tested against:
-
-* a Keras optimizer evaluates ``schedule(optimizer.iterations)`` before each update, ``iterations`` being
-  the number of updates already applied;
-* a torch scheduler is stepped after each ``optimizer.step()``, so after ``k`` calls of ``scheduler.step()``
-  ``scheduler.get_last_lr()`` is the rate of the ``(k+1)``-th update.
-
-So ``f(k)`` equals ``schedule(k)`` in Keras and ``get_last_lr()`` after ``k`` torch steps. Pass a schedule to
-:class:`Schedule` with its hyperparameters bound (``functools.partial(one_cycle, max_lr=0.1,
-total_steps=n)``) to use it inside :func:`dltricks.train.fit`.
-
-The names follow Géron, *Hands-On Machine Learning* (3rd ed., ch. 11, "Learning Rate Scheduling"): power,
-exponential and piecewise constant scheduling, performance scheduling (:class:`ReduceOnPlateau`) and 1cycle
-(Smith 2018); cosine annealing with a linear warm-up follows Loshchilov & Hutter (2017) and Goyal et al.
-(2017). Each docstring states its formula and the framework class it reproduces, and
-``tests/test_schedules.py`` checks the claim numerically.
+Each returns the *absolute* rate of the update that follows ``step`` earlier updates: ``f(k)`` equals
+Keras' ``schedule(k)`` and torch's ``get_last_lr()`` after ``k`` scheduler steps (see
+:mod:`dltricks.schedules` for the convention and the references).
 """
 
 from __future__ import annotations
 
 import math
-import numbers
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-import torch
-
-from dltricks._checks import check_choice, check_float, check_int, check_type, fail
-from dltricks.train import Callback, TrainState
+from dltricks._checks import check_choice, check_float, check_int, fail
 
 __all__ = [
-    "PlateauSchedule",
-    "ReduceOnPlateau",
-    "Schedule",
     "cosine_with_warmup",
     "exponential_decay",
     "one_cycle",
@@ -67,6 +45,10 @@ def step_decay(step: int, *, lr0: float, drop: float, every: int) -> float:
         lr0: the initial rate :math:`\eta_0` (> 0).
         drop: the factor :math:`d \in (0, 1]` applied at each drop.
         every: the number of steps :math:`k \ge 1` between drops.
+
+    Raises:
+        TypeError: for a ``drop`` or ``every`` of the wrong type.
+        ValueError: for a ``drop`` or ``every`` out of its allowed range.
     """
     t = _step(step)
     lr0 = _lr("lr0", lr0)
@@ -99,6 +81,10 @@ def power_decay(
         decay_rate: :math:`r \ge 0` (0: constant rate).
         power: the exponent :math:`c \ge 0` (Géron uses 1).
         staircase: decay in discrete jumps every ``decay_steps`` steps.
+
+    Raises:
+        TypeError: for a ``decay_rate``, ``decay_steps`` or ``power`` of the wrong type.
+        ValueError: for a ``decay_rate``, ``decay_steps`` or ``power`` out of its allowed range.
     """
     t = _step(step)
     lr0 = _lr("lr0", lr0)
@@ -125,6 +111,10 @@ def exponential_decay(
         decay_steps: :math:`s` (> 0).
         decay_rate: :math:`r > 0` (below 1 to decay).
         staircase: decay in discrete jumps every ``decay_steps`` steps.
+
+    Raises:
+        TypeError: for a ``decay_rate`` or ``decay_steps`` of the wrong type.
+        ValueError: for a ``decay_rate`` or ``decay_steps`` out of its allowed range.
     """
     t = _step(step)
     lr0 = _lr("lr0", lr0)
@@ -148,6 +138,10 @@ def piecewise_constant(step: int, *, boundaries: Sequence[int], values: Sequence
         step: updates already taken, >= 0.
         boundaries: strictly increasing integer steps (may be empty: a constant rate).
         values: one more rate than ``boundaries`` (each > 0).
+
+    Raises:
+        TypeError: for a ``boundaries`` or ``values`` of the wrong type.
+        ValueError: for a ``boundaries`` or ``values`` out of its allowed range.
     """
     t = _step(step)
     if isinstance(boundaries, (str, bytes)) or not isinstance(boundaries, Sequence):
@@ -254,6 +248,10 @@ def one_cycle(
         anneal: ``"cos"`` or ``"linear"`` interpolation within each phase.
         three_phase: Smith's symmetric three-phase version instead of fastai's two phases.
 
+    Raises:
+        TypeError: for a ``div_factor`` or ``final_div_factor`` of the wrong type.
+        ValueError: for a ``div_factor`` or ``final_div_factor`` out of its allowed range.
+
     References:
         Smith & Topin, "Super-Convergence: Very Fast Training of Neural Networks Using Large Learning
         Rates", 2017 (arXiv:1708.07120); Smith, "A disciplined approach to neural network hyper-parameters:
@@ -291,6 +289,10 @@ def one_cycle_momentum(
         total_steps, pct_start, anneal, three_phase: as for :func:`one_cycle`.
         base_momentum: the momentum at the peak rate, in [0, 1).
         max_momentum: the momentum at the start and the end, in [base_momentum, 1).
+
+    Raises:
+        TypeError: for a ``base_momentum`` or ``max_momentum`` of the wrong type.
+        ValueError: for a ``base_momentum`` or ``max_momentum`` out of its allowed range.
     """
     t, n, anneal, phases = _one_cycle_position(step, total_steps, pct_start, anneal, three_phase)
     base = check_float("base_momentum", base_momentum, minimum=0.0, maximum=1.0, max_inclusive=False)
@@ -341,6 +343,12 @@ def cosine_with_warmup(
         min_lr: the floor :math:`\eta_{\min}` in [0, lr0].
         warmup_start_lr: :math:`\eta_s` in [0, lr0], the rate at step 0 of the warm-up.
 
+    Raises:
+        TypeError: for a ``min_lr``, ``total_steps``, ``warmup_start_lr`` or ``warmup_steps`` of the wrong
+            type.
+        ValueError: for a ``min_lr``, ``total_steps``, ``warmup_start_lr`` or ``warmup_steps`` out of its
+            allowed range.
+
     References:
         Loshchilov & Hutter, "SGDR: Stochastic Gradient Descent with Warm Restarts", ICLR 2017;
         Goyal et al., "Accurate, Large Minibatch SGD: Training ImageNet in 1 Hour", 2017 (arXiv:1706.02677).
@@ -359,281 +367,3 @@ def cosine_with_warmup(
         return lo
     # torch's closed form, term for term, so that the parity test can be tight.
     return lo + (lr0 - lo) * (1 + math.cos(math.pi * (t - w) / (n - w))) / 2
-
-
-class ReduceOnPlateau:
-    r"""Performance scheduling: multiply the rate by ``factor`` when a metric has stopped improving.
-
-    Follows ``torch.optim.lr_scheduler.ReduceLROnPlateau`` rule for rule, so that the same sequence of
-    metrics gives the same rates. With ``mode="min"`` a value :math:`v` improves on the best :math:`b`
-    when :math:`v < b(1 - \theta)` (``threshold_mode="rel"``) or :math:`v < b - \theta` (``"abs"``); with
-    ``"max"``, when :math:`v > b(1 + \theta)` or :math:`v > b + \theta`. Each :meth:`update`:
-
-    1. counts a bad update (``num_bad``) or records the new best and resets the count;
-    2. during a cooldown, counts the cooldown down and forgets the bad update;
-    3. once ``num_bad > patience`` (the ``patience + 1``-th bad update in a row), sets
-       :math:`\eta \leftarrow \max(\eta\cdot\text{factor}, \eta_{\min})` (unless that changes it by no more
-       than ``eps``), starts a cooldown of ``cooldown`` updates and resets the count.
-
-    ``keras.callbacks.ReduceLROnPlateau(patience=p, min_delta=d, cooldown=c)`` gives the same rates (to
-    float32, in which Keras stores the rate; checked on scripted sequences in the tests) as
-    ``ReduceOnPlateau(patience=max(p - 1, 0), threshold=d, threshold_mode="abs", cooldown=max(c - 1, 0),
-    eps=0)``. The differences behind that mapping: Keras' ``min_delta`` is absolute (torch's default
-    threshold is relative); Keras reduces at the ``p``-th bad epoch in a row (``wait >= patience``, so 0 and 1
-    act alike) where torch waits for the ``p+1``-th; Keras counts its cooldown down *before* judging the
-    epoch, so its cooldown ``c`` ignores ``c - 1`` epochs where torch's ignores ``c``; and Keras has no
-    ``eps``. Keras also infers ``mode="auto"`` from the metric, takes a NaN first value as its best (torch
-    counts it as bad), and, once at ``min_lr``, keeps its count instead of restarting it (same rates).
-
-    Args:
-        lr0: the initial rate (> 0).
-        factor: the multiplier of a reduction, in (0, 1).
-        patience: the number of bad updates tolerated before a reduction (>= 0).
-        mode: ``"min"`` (a loss) or ``"max"`` (an accuracy).
-        threshold: the improvement that counts, :math:`\theta \ge 0`, relative or absolute.
-        threshold_mode: ``"rel"`` or ``"abs"``.
-        cooldown: updates after a reduction during which bad updates are not counted (>= 0).
-        min_lr: the floor of the rate (>= 0).
-        eps: a reduction smaller than this is skipped (torch's ``eps``; >= 0).
-
-    Attributes:
-        lr: the current rate.
-        best: the best metric so far (``inf``/``-inf`` before the first update).
-        num_bad: bad updates since the last improvement or reduction.
-        cooldown_counter: updates of cooldown left.
-        updates: :meth:`update` calls so far (torch's ``last_epoch``).
-    """
-
-    STATE_KEYS = ("lr", "best", "num_bad", "cooldown_counter", "updates")
-
-    def __init__(
-        self,
-        lr0: float,
-        *,
-        factor: float = 0.1,
-        patience: int = 10,
-        mode: str = "min",
-        threshold: float = 1e-4,
-        threshold_mode: str = "rel",
-        cooldown: int = 0,
-        min_lr: float = 0.0,
-        eps: float = 1e-8,
-    ) -> None:
-        self.lr0 = _lr("lr0", lr0)
-        self.factor = check_float(
-            "factor", factor, minimum=0.0, maximum=1.0, min_inclusive=False, max_inclusive=False
-        )
-        self.patience = check_int("patience", patience, minimum=0)
-        self.mode = check_choice("mode", mode, ("min", "max"))
-        self.threshold = check_float("threshold", threshold, minimum=0.0)
-        self.threshold_mode = check_choice("threshold_mode", threshold_mode, ("rel", "abs"))
-        self.cooldown = check_int("cooldown", cooldown, minimum=0)
-        self.min_lr = check_float("min_lr", min_lr, minimum=0.0)
-        self.eps = check_float("eps", eps, minimum=0.0)
-        self.reset()
-
-    def reset(self) -> None:
-        """Back to the state of a new instance: rate ``lr0``, no best value, no counts."""
-        self.lr = self.lr0
-        self.best = math.inf if self.mode == "min" else -math.inf
-        self.num_bad = 0
-        self.cooldown_counter = 0
-        self.updates = 0
-
-    def improves(self, value: float) -> bool:
-        """Whether ``value`` beats the best so far by more than the threshold (NaN never does)."""
-        rel = self.threshold_mode == "rel"
-        if self.mode == "min":
-            return value < (self.best * (1.0 - self.threshold) if rel else self.best - self.threshold)
-        return value > (self.best * (self.threshold + 1.0) if rel else self.best + self.threshold)
-
-    def update(self, metric: float | torch.Tensor) -> float:
-        """Take one new value of the monitored metric (one epoch's) and return the rate to use next."""
-        value = _metric(metric)
-        self.updates += 1
-        if self.improves(value):
-            self.best, self.num_bad = value, 0
-        else:
-            self.num_bad += 1
-        if self.cooldown_counter > 0:
-            self.cooldown_counter -= 1
-            self.num_bad = 0  # bad updates during the cooldown are forgotten
-        if self.num_bad > self.patience:
-            new = max(self.lr * self.factor, self.min_lr)
-            if self.lr - new > self.eps:
-                self.lr = new
-            self.cooldown_counter, self.num_bad = self.cooldown, 0
-        return self.lr
-
-    def state_dict(self) -> dict[str, Any]:
-        """The rate and counters (floats and ints), for a checkpoint."""
-        return {key: getattr(self, key) for key in self.STATE_KEYS}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned.
-
-        Raises:
-            TypeError: if ``state`` is not a mapping with the keys of :meth:`state_dict`.
-        """
-        if not isinstance(state, Mapping) or any(key not in state for key in self.STATE_KEYS):
-            fail("state", f"a mapping with the keys {list(self.STATE_KEYS)}", state, TypeError)
-        self.lr, self.best = float(state["lr"]), float(state["best"])
-        self.num_bad, self.cooldown_counter = int(state["num_bad"]), int(state["cooldown_counter"])
-        self.updates = int(state["updates"])
-
-    def __repr__(self) -> str:
-        return f"ReduceOnPlateau(lr={self.lr:g}, best={self.best:g}, num_bad={self.num_bad})"
-
-
-def _metric(metric: Any) -> float:
-    if isinstance(metric, torch.Tensor) and metric.numel() == 1:
-        return float(metric.item())
-    if isinstance(metric, bool) or not isinstance(metric, numbers.Real):
-        fail("metric", "a real number or a one-element tensor", metric, TypeError)
-    return float(metric)
-
-
-def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-
-
-def _set_momentum(optimizer: torch.optim.Optimizer, momentum: float) -> None:
-    for group in optimizer.param_groups:
-        if "betas" in group:  # Adam and relatives: beta1 is their momentum, as OneCycleLR treats it
-            group["betas"] = (momentum, *group["betas"][1:])
-        else:
-            group["momentum"] = momentum
-
-
-class Schedule(Callback):
-    """Set the learning rate of every parameter group from ``fn(step)`` (or ``fn(epoch)``) during ``fit``.
-
-    ``fn`` maps the number of updates already taken (``per="step"``) or of epochs completed
-    (``per="epoch"``) to an absolute rate, e.g. ``functools.partial(one_cycle, max_lr=0.1,
-    total_steps=epochs * len(train))``. The rate of the update at counter ``k`` is ``fn(k)``, exactly what
-    a torch scheduler stepped after every update (or epoch) gives. All parameter groups get the same rate;
-    per-group rates are overwritten.
-
-    When the rate is set: ``fn(0)`` before training (``on_train_begin``), ``fn(step)``/``fn(epoch)`` after
-    each update or epoch (so the optimizer holds the next rate between steps, as a checkpoint saves it),
-    and once more just before each update from the counter itself (``on_before_step``). The last one
-    makes the schedule a pure function of ``fit``'s counters: a run resumed from a checkpoint (which
-    restores them) continues the schedule exactly, and a batch skipped for a non-finite loss still counts.
-
-    Args:
-        fn: ``fn(counter) -> lr``, a finite rate >= 0.
-        per: ``"step"`` or ``"epoch"``.
-        momentum: optional ``fn(counter) -> momentum`` (e.g. a partial of :func:`one_cycle_momentum`), set
-            as SGD's ``momentum`` or Adam's ``betas[0]``.
-        record: keep the rates (and momenta) used in :attr:`lrs` (:attr:`momenta`).
-
-    Attributes:
-        lrs: with ``record``, the rate of every update (``per="step"``) or every epoch (``per="epoch"``)
-            run in the latest ``fit`` (after a resume: from the resumed counter on).
-        momenta: the same for the momentum, when ``momentum`` is given.
-    """
-
-    def __init__(
-        self,
-        fn: Callable[[int], float],
-        *,
-        per: str = "step",
-        momentum: Callable[[int], float] | None = None,
-        record: bool = True,
-    ) -> None:
-        if not callable(fn):
-            fail("fn", "a callable fn(step) -> learning rate", fn, TypeError)
-        if momentum is not None and not callable(momentum):
-            fail("momentum", "None or a callable fn(step) -> momentum", momentum, TypeError)
-        self.fn, self.momentum = fn, momentum
-        self.per = check_choice("per", per, ("step", "epoch"))
-        self.record = bool(check_type("record", record, bool, "True or False"))
-        self.lrs: list[float] = []
-        self.momenta: list[float] = []
-        self._recorded: int | None = None
-
-    def _apply(self, state: TrainState, counter: int) -> tuple[float, float | None]:
-        lr = float(self.fn(counter))
-        if not (math.isfinite(lr) and lr >= 0):
-            fail(f"fn({counter})", "a finite learning rate >= 0", lr)
-        _set_lr(state.optimizer, lr)
-        momentum = None if self.momentum is None else float(self.momentum(counter))
-        if momentum is not None:
-            _set_momentum(state.optimizer, momentum)
-        return lr, momentum
-
-    def on_train_begin(self, state: TrainState) -> None:
-        if self.momentum is not None and not all(
-            "betas" in g or "momentum" in g for g in state.optimizer.param_groups
-        ):
-            fail(
-                "momentum", "None for an optimizer without momentum or betas", type(state.optimizer).__name__
-            )
-        self.lrs, self.momenta, self._recorded = [], [], None
-        self._apply(state, state.step if self.per == "step" else state.epoch)
-
-    def on_before_step(self, state: TrainState) -> None:
-        # fit has already counted the step in progress: it is update number state.step - 1 from zero.
-        counter = state.step - 1 if self.per == "step" else state.epoch
-        lr, momentum = self._apply(state, counter)
-        if self.record and counter != self._recorded:
-            self._recorded = counter
-            self.lrs.append(lr)
-            if momentum is not None:
-                self.momenta.append(momentum)
-
-    def on_step_end(self, state: TrainState) -> None:
-        if self.per == "step":
-            self._apply(state, state.step)
-
-    def on_epoch_end(self, state: TrainState) -> None:
-        if self.per == "epoch":
-            self._apply(state, state.epoch)
-
-
-class PlateauSchedule(Callback):
-    """Performance scheduling in ``fit``: feed ``monitor`` to a :class:`ReduceOnPlateau` after each epoch.
-
-    The monitored value is read from the epoch's ``History`` record (epochs without it, such as those
-    ``fit(eval_every=k)`` does not validate, are skipped, as torch's scheduler would not be stepped). At the
-    start of ``fit`` the plateau rule is reset and every parameter group gets its ``lr0``; its state goes
-    into checkpoints, so a resumed run reduces the rate exactly when the uninterrupted one would.
-
-    Args:
-        plateau: the rule, e.g. ``ReduceOnPlateau(0.1, factor=0.5, patience=3)``.
-        monitor: the ``History`` key to watch (default ``"val_loss"``); pair ``"val_accuracy"`` with
-            ``ReduceOnPlateau(mode="max")``.
-
-    Attributes:
-        lrs: the rate after each monitored epoch of the latest ``fit``.
-    """
-
-    def __init__(self, plateau: ReduceOnPlateau, monitor: str = "val_loss") -> None:
-        self.plateau = check_type("plateau", plateau, ReduceOnPlateau, "a ReduceOnPlateau")
-        self.monitor = check_type("monitor", monitor, str, "a string naming a History key")
-        self.lrs: list[float] = []
-
-    def on_train_begin(self, state: TrainState) -> None:
-        self.plateau.reset()
-        self.lrs = []
-        _set_lr(state.optimizer, self.plateau.lr)
-
-    def on_before_step(self, state: TrainState) -> None:
-        _set_lr(state.optimizer, self.plateau.lr)  # after a resume, the restored rule's rate
-
-    def on_epoch_end(self, state: TrainState) -> None:
-        record = state.history.epochs[-1] if state.history.epochs else {}
-        if self.monitor not in record:
-            return
-        lr = self.plateau.update(record[self.monitor])
-        _set_lr(state.optimizer, lr)
-        self.lrs.append(lr)
-
-    def state_dict(self) -> dict[str, Any]:
-        """The plateau rule's state (see :meth:`ReduceOnPlateau.state_dict`)."""
-        return self.plateau.state_dict()
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore the plateau rule's state."""
-        self.plateau.load_state_dict(state)
