@@ -1,0 +1,292 @@
+"""dltricks.transfer: freezing (batch norm included), layer-wise rates, cutting, new heads, autoencoders;
+and the Keras counterparts (clone_model + set_weights, trainable=False, frozen BatchNormalization)."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from dltricks.batches import TensorBatches
+from dltricks.train import fit
+from dltricks.transfer import (
+    FeatureExtractor,
+    discriminative_rates,
+    embed,
+    freeze,
+    is_frozen_batchnorm,
+    param_groups,
+    pretrain_autoencoder,
+    replace_head,
+    trainable_parameters,
+    trainable_summary,
+    unfreeze,
+)
+
+HAVE_TF = importlib.util.find_spec("tensorflow") is not None
+
+
+def bn_mlp(seed: int = 0) -> nn.Sequential:
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(12, 8),
+        nn.BatchNorm1d(8),
+        nn.ReLU(),
+        nn.Linear(8, 8),
+        nn.ReLU(),
+        nn.Linear(8, 3),
+    )
+
+
+def data(n: int = 64, seed: int = 0, shift: float = 0.0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 12, generator=g) + shift, torch.randint(0, 3, (n,), generator=g)
+
+
+def train_steps(model, params, steps=5, shift=0.0):
+    x, y = data(shift=shift)
+    opt = torch.optim.SGD(params, lr=0.1, momentum=0.9)
+    fit(model, TensorBatches(x, y, 16), opt, epochs=max(1, steps // 4), progress=False)
+    return opt
+
+
+def test_frozen_parameters_are_bitwise_unchanged_and_have_no_optimizer_state():
+    model = bn_mlp()
+    names = freeze(model, depth=2)  # Linear(12, 8) and its BatchNorm
+    assert names == ["1", "2"]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    opt = train_steps(model, model.parameters(), steps=8, shift=3.0)
+    after = model.state_dict()
+    for key in ("1.weight", "1.bias", "2.weight", "2.bias", "2.running_mean", "2.running_var"):
+        assert torch.equal(before[key], after[key]), key
+    assert not torch.equal(before["4.weight"], after["4.weight"])  # the rest trained
+    frozen = {id(p) for p in model[1].parameters()} | {id(p) for p in model[2].parameters()}
+    assert not any(id(p) in frozen for p in opt.state), "no momentum buffers for frozen parameters"
+    assert all("momentum_buffer" in opt.state[p] for p in model[4].parameters())
+
+
+def test_pytorch_alone_moves_the_running_statistics_of_a_frozen_batchnorm():
+    model = bn_mlp()
+    freeze(model, depth=2, freeze_batchnorm_stats=False)  # requires_grad only: the pitfall
+    mean = model[2].running_mean.clone()
+    train_steps(model, trainable_parameters(model), shift=3.0)
+    assert not torch.equal(mean, model[2].running_mean)
+    assert torch.equal(model[1].weight, bn_mlp()[1].weight)  # the weights themselves did not move
+
+
+def test_frozen_batchnorm_stays_in_eval_mode_and_unfreezing_releases_it():
+    model = bn_mlp()
+    freeze(model, names="2")
+    assert is_frozen_batchnorm(model[2])
+    model.train()
+    x, _ = data()
+    model(x)
+    assert not model[2].training  # put back into evaluation mode at the call
+    unfreeze(model, names="2")
+    assert not is_frozen_batchnorm(model[2])
+    mean = model[2].running_mean.clone()
+    model.train()
+    model(x + 3)
+    assert model[2].training and not torch.equal(mean, model[2].running_mean)
+
+
+def test_trainable_summary_counts_parameters():
+    model = bn_mlp()
+    freeze(model, depth=2)
+    s = trainable_summary(model)
+    assert s.frozen == 12 * 8 + 8 + 8 + 8
+    assert s.trainable == 8 * 8 + 8 + 8 * 3 + 3
+    assert [r.name for r in s.rows] == [str(i) for i in range(7)]
+    assert "(eval)" in s.rows[2].kind and "frozen: 120" in str(s)
+
+
+def test_param_groups_carry_the_rates_and_leave_out_frozen_parameters():
+    model = bn_mlp()
+    freeze(model, depth=1)
+    groups = param_groups(model, {"2": 1e-4, "4": 1e-3}, lr=1e-2)
+    assert [(g["name"], g["lr"]) for g in groups] == [("2", 1e-4), ("4", 1e-3), ("6", 1e-2)]
+    opt = torch.optim.SGD(groups, lr=1e-2)
+    assert [g["lr"] for g in opt.param_groups] == [1e-4, 1e-3, 1e-2]
+    assert all(p.requires_grad for g in opt.param_groups for p in g["params"])
+    everything = param_groups(model, {}, lr=0.1, trainable_only=False)
+    assert sum(len(g["params"]) for g in everything) == len(list(model.parameters()))
+
+
+def test_discriminative_rates_shrink_by_the_factor_per_layer_from_the_head():
+    rates = discriminative_rates(bn_mlp(), 1e-2, decay=0.5)
+    assert list(rates) == ["1", "2", "4", "6"]
+    np.testing.assert_allclose(list(rates.values()), [1.25e-3, 2.5e-3, 5e-3, 1e-2])
+
+
+def test_the_cut_network_returns_the_intermediate_activations():
+    model = bn_mlp().eval()
+    x, _ = data()
+    seen = {}
+    handles = [
+        model[i].register_forward_hook(lambda m, a, out, i=i: seen.__setitem__(i, out)) for i in (3, 5)
+    ]
+    model(x)
+    for h in handles:
+        h.remove()
+    for layer in ("3", "5"):
+        cut = FeatureExtractor(model, layer)
+        assert isinstance(cut.body, nn.Sequential)  # a real cut: the slice model[:i+1]
+        torch.testing.assert_close(cut(x), seen[int(layer)], rtol=0, atol=0)
+    # In batches of 7 the matrix products are blocked differently: equal up to float32 rounding.
+    torch.testing.assert_close(
+        embed(FeatureExtractor(model, "5"), x, batch_size=7), seen[5], rtol=1e-5, atol=1e-6
+    )
+
+
+class Nested(nn.Module):
+    """Not a Sequential: the extractor must cut it with a hook."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.ReLU())
+        self.head = nn.Linear(4 * 4 * 4, 2)
+
+    def forward(self, x):
+        return self.head(self.features(x).flatten(1))
+
+
+def test_the_extractor_cuts_any_module_by_a_dotted_name():
+    torch.manual_seed(0)
+    model = Nested().eval()
+    x = torch.randn(5, 1, 8, 8)
+    expected = model.features[:2](x)
+    cut = FeatureExtractor(model, "features.1", flatten=False)
+    torch.testing.assert_close(cut(x), expected, rtol=0, atol=0)
+    assert FeatureExtractor(model, "features").forward(x).shape == (5, 64)
+
+
+def test_replace_head_copies_the_body_and_leaves_the_original_alone():
+    model = bn_mlp()
+    new = replace_head(model, 5)
+    assert new[6].out_features == 5 and model[6].out_features == 3
+    assert torch.equal(new[1].weight, model[1].weight) and new[1].weight is not model[1].weight
+    nested = replace_head(Nested(), 7, head="head")
+    assert nested.head.out_features == 7
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "pattern"),
+    [
+        (lambda m: freeze(m, names="9"), ValueError, r"`names` must be .*Received: names='9'"),
+        (lambda m: freeze(m, names=[1]), TypeError, r"`names` must be"),
+        (
+            lambda m: freeze(m, depth=5),
+            ValueError,
+            r"`depth` must be an integer in \[0, 4\]\. Received: depth=5",
+        ),
+        (lambda m: freeze(m, depth=-1), ValueError, r"`depth` must be .*Received: depth=-1"),
+        (lambda m: freeze(m), ValueError, r"`names` must be given, or else `depth`"),
+        (lambda m: freeze(m, names="1", depth=1), ValueError, r"`names` must be given, or else `depth`"),
+        (lambda m: FeatureExtractor(m, "nope"), ValueError, r"`layer` must be .*Received: layer='nope'"),
+        (lambda m: replace_head(m, 0), ValueError, r"`num_classes` must be .*Received: num_classes=0"),
+        (lambda m: replace_head(m, 2, head="2"), ValueError, r"`head` must be .*Received: head='2'"),
+        (lambda m: param_groups(m, {"x": 0.1}, lr=0.1), ValueError, r"`rates` must be .*Received: rates='x'"),
+        (lambda m: param_groups(m, {"1": -1.0}, lr=0.1), ValueError, r"`rates\['1'\]` must be"),
+        (lambda m: discriminative_rates(m, 0.1, decay=0.0), ValueError, r"`decay` must be"),
+        (lambda m: freeze("model", depth=1), TypeError, r"`model` must be a torch.nn.Module"),
+    ],
+)
+def test_bad_arguments_are_rejected_naming_the_argument(call, error, pattern):
+    with pytest.raises(error, match=pattern):
+        call(bn_mlp())
+
+
+def test_autoencoder_pretraining_lowers_the_reconstruction_error_and_returns_the_encoder():
+    torch.manual_seed(0)
+    x = torch.randn(256, 1, 4, 4) @ torch.randn(4, 4) * 0.5  # structured: rows are mixtures of 4 patterns
+    encoder = nn.Sequential(nn.Flatten(), nn.Linear(16, 4))
+    decoder = nn.Sequential(nn.Linear(4, 16), nn.Unflatten(1, (1, 4, 4)))
+    enc, hist = pretrain_autoencoder(encoder, decoder, x, epochs=20, lr=1e-2, batch_size=32)
+    assert enc is encoder and hist["loss"][-1] < 0.5 * hist["loss"][0]
+    with pytest.raises(ValueError, match=r"`decoder` must be a module whose output has the input's shape"):
+        pretrain_autoencoder(encoder, nn.Linear(4, 3), x, epochs=1)
+    with pytest.raises(ValueError, match=r"`epochs` must be .*Received: epochs=0"):
+        pretrain_autoencoder(encoder, decoder, x, epochs=0)
+
+
+# --- Keras counterparts -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def keras():
+    if not HAVE_TF:
+        pytest.skip("TensorFlow is not installed")
+    import os
+
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+
+    return keras
+
+
+def keras_model(keras, bn=True):
+    keras.utils.set_random_seed(0)
+    layers = [keras.Input((12,)), keras.layers.Dense(8, activation="relu")]
+    layers += [keras.layers.BatchNormalization()] if bn else []
+    layers += [keras.layers.Dense(8, activation="relu"), keras.layers.Dense(3)]
+    return keras.Sequential(layers)
+
+
+@pytest.mark.keras
+def test_keras_clone_model_and_set_weights_copy_exactly_and_independently(keras):
+    a = keras_model(keras)
+    clone = keras.models.clone_model(a)
+    clone.set_weights(a.get_weights())
+    for wa, wc in zip(a.get_weights(), clone.get_weights()):
+        np.testing.assert_array_equal(wa, wc)
+    x = np.random.default_rng(0).normal(size=(16, 12)).astype("float32")
+    np.testing.assert_array_equal(np.asarray(a(x)), np.asarray(clone(x)))
+    clone.layers[0].kernel.assign(clone.layers[0].kernel + 1.0)  # the clone owns its variables
+    assert not np.array_equal(a.layers[0].get_weights()[0], clone.layers[0].get_weights()[0])
+
+
+@pytest.mark.keras
+def test_keras_trainable_false_freezes_and_recompiling_after_unfreezing_trains_again(keras):
+    model = keras_model(keras)
+    x = np.random.default_rng(0).normal(3.0, 1.0, size=(64, 12)).astype("float32")
+    y = np.random.default_rng(1).integers(0, 3, size=64)
+    for layer in model.layers[:-1]:
+        layer.trainable = False
+    assert len(model.trainable_weights) == 2  # the head's kernel and bias
+    before = [w.copy() for w in model.get_weights()]
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss=keras.losses.SparseCategoricalCrossentropy(True))
+    model.fit(x, y, epochs=2, batch_size=16, verbose=0)
+    after = model.get_weights()
+    frozen = len(before) - 2  # everything but the head, BatchNormalization's moving statistics included
+    for b, a in zip(before[:frozen], after[:frozen]):
+        np.testing.assert_array_equal(b, a)
+    assert not np.array_equal(before[-2], after[-2])
+    for layer in model.layers:
+        layer.trainable = True
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss=keras.losses.SparseCategoricalCrossentropy(True))
+    model.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    assert not np.array_equal(before[0], model.get_weights()[0])
+
+
+@pytest.mark.keras
+def test_frozen_batchnorm_behaves_as_in_keras(keras):
+    """A non-trainable Keras BatchNormalization runs in inference mode; our freeze does the same."""
+    kbn = keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9)
+    tbn = nn.BatchNorm1d(4, eps=1e-5, momentum=0.1)
+    x = np.random.default_rng(0).normal(3.0, 2.0, size=(32, 4)).astype("float32")
+    kbn.build((None, 4))
+    kbn.set_weights([w.detach().numpy() for w in (tbn.weight, tbn.bias, tbn.running_mean, tbn.running_var)])
+    kbn.trainable = False
+    holder = nn.Sequential(tbn)
+    freeze(holder, names="0")
+    holder.train()
+    k_out = np.asarray(kbn(x, training=True))  # training=True, yet inference mode: trainable=False wins
+    t_out = holder(torch.from_numpy(x)).detach().numpy()
+    np.testing.assert_allclose(t_out, k_out, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(t_out, x / np.sqrt(1 + 1e-5), rtol=1e-5, atol=1e-5)  # running stats 0 and 1
+    np.testing.assert_array_equal(np.asarray(kbn.moving_mean), tbn.running_mean.numpy())  # neither moved
