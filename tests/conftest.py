@@ -33,7 +33,8 @@ def build_dir() -> Path:
 
 def _build(build_dir: Path, *extra: str) -> None:
     """Build the book in the quick profile into ``build_dir`` (the cache makes a second call cheap)."""
-    cmd = [sys.executable, str(ROOT / "tools" / "build_book.py"), "--profile", "quick", "--build-dir", str(build_dir)]
+    cmd = [sys.executable, str(ROOT / "tools" / "build_book.py"), "--profile", "quick"]
+    cmd += ["--build-dir", str(build_dir)]
     proc = subprocess.run([*cmd, *extra], cwd=ROOT, capture_output=True, text=True)
     if proc.returncode != 0:
         pytest.fail(f"building the book failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
