@@ -1,0 +1,215 @@
+"""Data parallelism: shards like DistributedSampler, N gloo processes equal one process, failing workers.
+
+Every launch starts fresh interpreters (about 2 to 4 s each on the 2-core CI machine), so the tests launch
+as few times as they can: one launch per world size trains both our version and DDP.
+"""
+
+from __future__ import annotations
+
+import time
+
+import _dist_workers as workers
+import pytest
+import torch
+from torch import nn
+from torch.utils.data.distributed import DistributedSampler
+
+from dltricks.distributed import (
+    WorkerError,
+    average_gradients,
+    broadcast_parameters,
+    gradient_bytes,
+    launch,
+    predicted_step_seconds,
+    ring_allreduce_bytes,
+    scaling_efficiency,
+    shard_indices,
+    train_data_parallel,
+)
+
+N, GLOBAL_BATCH, EPOCHS, LR = 48, 12, 2, 0.5
+GPUS = torch.cuda.device_count()
+
+
+# ---- sharding -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [12, 10, 7, 2])
+@pytest.mark.parametrize("world_size", [1, 2, 3, 4])
+@pytest.mark.parametrize("shuffle", [True, False])
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_shards_are_those_of_distributed_sampler(n, world_size, shuffle, drop_last):
+    if drop_last and n < world_size:  # nothing to share: DistributedSampler gives empty shards, we refuse
+        with pytest.raises(ValueError, match=rf"`n` must be an integer >= {world_size}. Received: n={n}"):
+            shard_indices(n, 0, world_size, drop_last=True)
+        return
+    data = list(range(n))
+    for epoch in (0, 3):
+        for rank in range(world_size):
+            sampler = DistributedSampler(
+                data, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=7, drop_last=drop_last
+            )
+            sampler.set_epoch(epoch)
+            ours = shard_indices(
+                n, rank, world_size, epoch=epoch, seed=7, shuffle=shuffle, drop_last=drop_last
+            )
+            assert ours.tolist() == list(sampler)
+
+
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_shards_cover_the_data_exactly_once_per_epoch(world_size):
+    n = 60
+    orders = []
+    for epoch in range(3):
+        shards = [shard_indices(n, r, world_size, epoch=epoch, seed=1) for r in range(world_size)]
+        assert sorted(torch.cat(shards).tolist()) == list(range(n))  # every index once, over the ranks
+        again = [shard_indices(n, r, world_size, epoch=epoch, seed=1) for r in range(world_size)]
+        assert all(torch.equal(a, b) for a, b in zip(shards, again))  # reproducible, no communication
+        orders.append(torch.cat(shards))
+    assert not torch.equal(orders[0], orders[1])  # a new order every epoch
+
+
+def test_uneven_sizes_are_padded_or_dropped():
+    padded = torch.cat([shard_indices(10, r, 3) for r in range(3)]).tolist()
+    assert len(padded) == 12 and set(padded) == set(range(10))  # two examples served twice
+    dropped = torch.cat([shard_indices(10, r, 3, drop_last=True) for r in range(3)]).tolist()
+    assert len(dropped) == len(set(dropped)) == 9
+
+
+# ---- N processes equal one process ---------------------------------------------------------------------
+
+
+def _problem():
+    gen = torch.Generator().manual_seed(123)
+    x = torch.randn(N, 6, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, 3, (N,), generator=gen)
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 3)).double()
+    return model, x, y
+
+
+def _one_process(model, x, y):
+    """SGD with the global batch in one process, on the permutation every rank draws (seed + epoch)."""
+    opt = torch.optim.SGD(model.parameters(), lr=LR)
+    steps = 0
+    for epoch in range(EPOCHS):
+        order = shard_indices(N, 0, 1, epoch=epoch, seed=0)
+        for k in range(N // GLOBAL_BATCH):
+            b = order[k * GLOBAL_BATCH : (k + 1) * GLOBAL_BATCH]
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x[b]), y[b]).backward()
+            opt.step()
+            steps += 1
+    return model.state_dict(), steps
+
+
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_gloo_processes_equal_one_process_for_ours_and_ddp(world_size):
+    model, x, y = _problem()
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    kwargs = {"batch_size": GLOBAL_BATCH, "epochs": EPOCHS, "lr": LR, "seed": 0}
+    results = launch(workers.ours_and_ddp, world_size, (model, x, y, kwargs), backend="gloo", timeout=120)
+    expected, steps = _one_process(model, x, y)
+    assert results[0]["steps"] == steps == EPOCHS * N // GLOBAL_BATCH
+    for rank, res in enumerate(results):
+        for name in ("ours", "ddp"):
+            for key, value in expected.items():
+                # float64; only the order of the additions differs (all-reduce against one batch's sum).
+                torch.testing.assert_close(res[name][key], value, rtol=1e-12, atol=1e-13, msg=f"{name} {key}")
+            assert any(not torch.equal(res[name][k], initial[k]) for k in initial), (
+                f"rank {rank} did not train"
+            )
+
+
+# ---- the cost model ------------------------------------------------------------------------------------
+
+
+def test_the_ring_all_reduce_cost_model():
+    model = nn.Linear(10, 4)  # 44 float32 parameters
+    assert gradient_bytes(model) == 44 * 4 and gradient_bytes(model.double()) == 44 * 8
+    assert ring_allreduce_bytes(1000, 1) == 0
+    assert ring_allreduce_bytes(1000, 2) == 1000  # 2 (W-1)/W G
+    assert ring_allreduce_bytes(1000, 4) == 1500 and ring_allreduce_bytes(1000, 1000) < 2000
+    # One rank: just the compute. Perfect overlap: compute / W. Otherwise the communication adds up.
+    assert predicted_step_seconds(1.0, 10**6, 1, 1e9) == 1.0
+    assert predicted_step_seconds(1.0, 10**6, 4, 1e9, overlap=1.0) == 0.25
+    t = predicted_step_seconds(1.0, 10**9, 4, 1e9, latency=1e-3)
+    assert t == pytest.approx(0.25 + 6e-3 + 1.5)
+    assert scaling_efficiency(1.0, t, 4) == pytest.approx(1 / (4 * t))
+    assert scaling_efficiency(1.0, 0.25, 4) == 1.0
+
+
+# ---- failures ------------------------------------------------------------------------------------------
+
+
+def test_a_failing_worker_fails_the_launcher_with_its_rank_and_error_without_hanging():
+    t0 = time.monotonic()
+    with pytest.raises(WorkerError, match=r"rank 1 failed: ValueError: deliberate failure on rank 1") as info:
+        launch(workers.fail_on_rank, 3, (1,), timeout=60)
+    assert info.value.rank == 1
+    assert time.monotonic() - t0 < 45  # the other ranks, blocked in all_reduce, were ended
+
+
+def test_a_worker_that_dies_silently_is_named_with_its_exit_code():
+    with pytest.raises(WorkerError, match=r"rank 0 failed: .*exited with code 3"):
+        launch(workers.exit_on_rank, 2, (0,), timeout=60)
+
+
+def test_a_hanging_run_ends_at_the_timeout():
+    t0 = time.monotonic()
+    with pytest.raises(TimeoutError, match=r"ranks \[0\] did not finish within timeout=4 s"):
+        launch(workers.sleep, 1, (60,), timeout=4)
+    assert time.monotonic() - t0 < 15
+
+
+# ---- bad inputs ----------------------------------------------------------------------------------------
+
+
+# (call, error, pattern): every message names the argument and what it received.
+# fmt: off
+BAD_INPUTS = [
+    (lambda: launch(3, 2), TypeError, r"`fn` must be .* Received: fn=3"),
+    (lambda: launch(lambda r, w: r, 2), TypeError, r"`fn` must be a module-level function \(picklable"),
+    (lambda: launch(workers.sleep, GPUS + 1, backend="nccl"), ValueError, r"`backend` must be 'gloo' with"),
+    (lambda: launch(workers.sleep, 0), ValueError, r"`world_size` must be an integer >= 1.*=0"),
+    (lambda: launch(workers.sleep, 2, backend="mpi"), ValueError, r"`backend` must be one of.*='mpi'"),
+    (lambda: launch(workers.sleep, 2, timeout=0), ValueError, r"`timeout` must be .* Received: timeout=0"),
+    (lambda: launch(workers.sleep, 2, args=5), TypeError, r"`args` must be a tuple .*args=5"),
+    (lambda: launch(workers.sleep, 2, threads=0), ValueError, r"`threads` must be an integer >= 1"),
+    (lambda: shard_indices(10, 2, 2), ValueError, r"`rank` must be an integer in \[0, 1\]. Received: rank=2"),
+    (lambda: shard_indices(0, 0, 1), ValueError, r"`n` must be an integer >= 1. Received: n=0"),
+    (lambda: shard_indices(10, 0, 1, epoch=-1), ValueError, r"`epoch` must be .* Received: epoch=-1"),
+    (lambda: shard_indices(10, 0, 1.5), TypeError, r"`world_size` must be an integer.*world_size=1.5"),
+    (lambda: shard_indices(10, 0, 1, shuffle=1), TypeError, r"`shuffle` must be True or False"),
+    (lambda: gradient_bytes([1]), TypeError, r"`model` must be a torch.nn.Module. Received: model=\[1\]"),
+    (lambda: ring_allreduce_bytes(-1, 2), ValueError, r"`grad_bytes` must be an integer >= 0.*=-1"),
+    (lambda: predicted_step_seconds(1.0, 1, 2, 0.0), ValueError, r"`bandwidth` must be .*bandwidth=0.0"),
+    (lambda: predicted_step_seconds(1.0, 1, 2, 1.0, overlap=2), ValueError, r"`overlap` must be .*overlap=2"),
+    (lambda: scaling_efficiency(1.0, 0, 2), ValueError, r"`seconds_n` must be .*seconds_n=0"),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize("call, error, pattern", BAD_INPUTS)
+def test_bad_inputs_are_rejected_naming_the_argument(call, error, pattern):
+    with pytest.raises(error, match=pattern):
+        call()
+
+
+def test_collectives_outside_a_process_group_say_how_to_get_one():
+    model, x, y = _problem()
+    for call in (
+        lambda: average_gradients(model),
+        lambda: broadcast_parameters(model),
+        lambda: train_data_parallel(0, 1, model, x, y),
+    ):
+        with pytest.raises(RuntimeError, match="no process group: call this inside a worker"):
+            call()
+
+
+def test_nccl_launch_on_a_gpu():
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU (NCCL): the CPU tests above cover the same code with gloo")
+    model, x, y = _problem()
+    res = launch(train_data_parallel, 1, (model.cuda(), x.cuda(), y.cuda()), backend="nccl", timeout=120)
+    assert torch.isfinite(res[0]["losses"]).all()
