@@ -31,7 +31,7 @@ def test_pick_falls_back_from_smoke_to_quick():
 
 def test_chapter_writes_metadata_and_results(tmp_path, capsys):
     ch = book.Chapter("demo", profile="quick", device="cpu", seeds=[0, 1], results_dir=tmp_path)
-    assert ch.record("acc", [0.8, 0.9], "{:.1%}") == [0.8, 0.9]
+    assert ch.record("acc", [0.8, 0.9], "{:.1%}") is None  # a recording cell prints nothing
     ch.record("n", 250, "{:d}")
     ch.record("note", "ran", glue=False)
     data = json.loads((tmp_path / "demo.json").read_text())
@@ -72,4 +72,6 @@ def test_default_results_dir_follows_the_environment(monkeypatch, tmp_path):
     (tmp_path / "_toc.yml").write_text("root: x\n")
     (tmp_path / "book").mkdir()
     monkeypatch.chdir(tmp_path / "book")
-    assert book.default_results_dir() == tmp_path / "_build" / "results"
+    # Outside the build (JupyterLab): never the folder `make book` renders the book from.
+    assert book.default_results_dir() == tmp_path / "_build" / "interactive" / "results"
+    assert book.default_results_dir() != tmp_path / "_build" / "results"

@@ -2,9 +2,10 @@
 
 A chapter's prose never contains a typed-in result. Each measured number goes through :func:`record`, which
 
-1. glues it into the notebook (myst-nb ``glue``), so the text shows it with ``{glue:text}`name```, and
-2. writes it, with the run's profile, device, seeds and versions, to ``_build/results/<chapter>.json``,
-   where the chapter tests check the claims the prose makes.
+1. glues it into the notebook (myst-nb ``glue``), so the prose shows it through a ``glue:text`` role, and
+2. writes it, with the run's profile, device, seeds and versions, to ``<build>/results/<chapter>.json``,
+   where the chapter tests check the claims the prose makes. A chapter run outside the build (in JupyterLab)
+   writes to ``_build/interactive/results`` instead, so exploring never replaces the book's results.
 
 Values measured over several seeds are recorded as the list of per-seed values; the glued text is
 ``mean ± std`` (sample standard deviation) and the JSON keeps every value, so a test can recompute anything.
@@ -89,14 +90,18 @@ def format_value(value: Any, fmt: str = "{:.3g}", *, summary: str = "mean") -> s
 
 
 def default_results_dir() -> Path:
-    """``$DLTRICKS_RESULTS_DIR``, else ``<book root>/_build/results`` found by walking up to ``_toc.yml``."""
+    """``$DLTRICKS_RESULTS_DIR`` (set by the build), else ``<book root>/_build/interactive/results``.
+
+    The book root is found by walking up to ``_toc.yml``. A chapter run interactively (JupyterLab, another
+    profile) records into the ``interactive`` folder, never into the results a build rendered the book from.
+    """
     if os.environ.get(RESULTS_ENV):
         return Path(os.environ[RESULTS_ENV])
     here = Path.cwd().resolve()
     for folder in (here, *here.parents):
         if (folder / "_toc.yml").exists():
-            return folder / "_build" / "results"
-    return here / "_build" / "results"
+            return folder / "_build" / "interactive" / "results"
+    return here / "_build" / "interactive" / "results"
 
 
 class Chapter:
@@ -136,11 +141,13 @@ class Chapter:
 
     def record(
         self, name: str, value: Any, fmt: str = "{:.3g}", *, glue: bool = True, summary: str = "mean"
-    ) -> Any:
-        """Store ``value`` as ``name``, glue its text into the notebook, rewrite the JSON; return ``value``.
+    ) -> None:
+        """Store ``value`` as ``name``, glue its text into the notebook, rewrite the JSON.
+
+        Returns nothing, so a cell that ends with a ``record`` call prints nothing on the page.
 
         Args:
-            name: the glue key, used in the prose as ``{glue:text}`name```.
+            name: the glue key, which the prose shows through a ``glue:text`` role.
             value: a number, a string, or a sequence of per-seed numbers (shown as ``mean ± std``).
             fmt: a ``str.format`` pattern for numbers, e.g. ``"{:.1%}"`` or ``"{:.2f}"``.
             glue: also glue into the notebook (default); off for values only tests read.
@@ -163,7 +170,6 @@ class Chapter:
             from myst_nb import glue as _glue  # imported late: the package works without the book tools
 
             _glue(name, text, display=False)
-        return value
 
     def metadata(self) -> dict[str, Any]:
         """Profile, device, seeds, versions, start date, commit and wall time so far."""
@@ -186,7 +192,10 @@ class Chapter:
         # Atomic: a reader (or a crash) never sees half a file.
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.name}.", suffix=".tmp")
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(payload, fh, indent=2, sort_keys=False, default=_json_default)
+            # NaN and inf become null: json.dump writes floats itself (``default`` never sees them), as bare
+            # NaN/Infinity, which is not JSON; allow_nan=False makes any that slipped through an error.
+            safe = _json_safe(payload)
+            json.dump(safe, fh, indent=2, sort_keys=False, default=_json_default, allow_nan=False)
         os.replace(tmp, self.path)
 
 
@@ -204,11 +213,15 @@ def start_chapter(name: str, *, profile: str, device: Any, seeds: Sequence[int],
     return _current
 
 
-def record(name: str, value: Any, fmt: str = "{:.3g}", *, glue: bool = True, summary: str = "mean") -> Any:
-    """Record ``value`` in the current chapter (see :meth:`Chapter.record`)."""
+def record(name: str, value: Any, fmt: str = "{:.3g}", *, glue: bool = True, summary: str = "mean") -> None:
+    """Record ``value`` in the current chapter (see :meth:`Chapter.record`).
+
+    Raises:
+        RuntimeError: if no chapter is being recorded.
+    """
     if _current is None:
         raise RuntimeError("no chapter is being recorded: call dltricks.book.start_chapter(...) first")
-    return _current.record(name, value, fmt, glue=glue, summary=summary)
+    _current.record(name, value, fmt, glue=glue, summary=summary)
 
 
 def record_comparison(
@@ -221,6 +234,7 @@ def record_comparison(
     n_test: int | None = None,
     confidence: float = 0.95,
     glue: bool = True,
+    unit: str = "seeds",
 ) -> Any:
     """Compare paired per-seed values (:func:`dltricks.compare.compare_paired`) and record the outcome.
 
@@ -237,6 +251,7 @@ def record_comparison(
             :func:`~dltricks.compare.compare_paired`.
         fmt: a ``str.format`` pattern for the differences, e.g. ``"{:+.1%}"``.
         glue: also glue into the notebook (default).
+        unit: what the pairs are, for the phrase (``"seeds"``; e.g. ``"data sets"`` for repeated draws).
 
     Returns:
         The :class:`~dltricks.compare.PairedComparison`.
@@ -263,7 +278,7 @@ def record_comparison(
         "verdict": result.verdict,
     }
     _current.record(f"{name}_verdict", result.verdict, glue=glue)
-    _current.record(f"{name}_text", result.describe(fmt), glue=glue)
+    _current.record(f"{name}_text", result.describe(fmt, unit), glue=glue)
     return result
 
 
@@ -292,6 +307,19 @@ def _is_number_sequence(value: Any) -> bool:
     except Exception:  # noqa: BLE001 - anything that does not convert is simply not a sequence of numbers
         return False
     return arr.ndim >= 1 and arr.size > 0 and np.issubdtype(arr.dtype, np.number)
+
+
+def _json_safe(obj: Any) -> Any:
+    """``obj`` with every non-finite float (Python or NumPy, at any depth) replaced by ``None``."""
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _json_safe(obj.tolist())
+    return obj
 
 
 def _json_default(obj: Any) -> Any:

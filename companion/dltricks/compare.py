@@ -76,16 +76,17 @@ class PairedComparison:
         """Whether the verdict is a clear one (helps or hurts)."""
         return self.verdict != "no clear difference"
 
-    def describe(self, fmt: str = "{:+.3g}") -> str:
+    def describe(self, fmt: str = "{:+.3g}", unit: str = "seeds") -> str:
         """One phrase for the prose, e.g. ``"+1.2% ± 0.8% (helps; better in 5 of 5 seeds)"``.
 
         Args:
             fmt: a ``str.format`` pattern for the mean and the std (e.g. ``"{:+.1%}"``).
+            unit: what the pairs are, for the phrase: ``"seeds"`` (default), or e.g. ``"data sets"``.
         """
         spread = fmt.format(self.std).lstrip("+")
         return (
             f"{fmt.format(self.mean)} ± {spread} ({self.verdict}; "
-            f"better in {self.n_better} of {self.n} seeds)"
+            f"better in {self.n_better} of {self.n} {unit})"
         )
 
 
