@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from dltricks.compare import PairedComparison, compare_paired
+
+# Keys ending in this suffix hold repeated draws of a cheap experiment (e.g. 200 data sets for a polynomial
+# fit), not one value per seed; the per-seed length check skips them.
+DRAWS_SUFFIX = "_draws"
+
 
 def values(run: dict, key: str) -> np.ndarray:
     """The per-seed values recorded under ``key`` (a single recorded number becomes a one-element array)."""
@@ -16,5 +22,26 @@ def check_run_metadata(run: dict) -> None:
     assert run["profile"] in ("quick", "full")
     assert len(run["seeds"]) >= (5 if run["profile"] == "full" else 3)
     for key, entry in run["results"].items():
-        if "values" in entry and key not in {"mlp_sizes"}:
+        if "values" in entry and key not in {"mlp_sizes"} and not key.endswith(DRAWS_SUFFIX):
             assert len(entry["values"]) == len(run["seeds"]), key
+
+
+def comparison(run: dict, key: str) -> PairedComparison:
+    """Recompute a comparison recorded by ``dltricks.book.record_comparison`` from its two recorded arms.
+
+    Asserts that the verdict and the differences the chapter recorded (and showed in its prose) are the ones
+    :func:`dltricks.compare.compare_paired` gives for the recorded per-seed values, and returns the result,
+    so a claim test can then check the verdict the prose relies on.
+    """
+    entry = run["results"][key]
+    settings = entry["comparison"]
+    result = compare_paired(
+        settings["treatment"],
+        settings["baseline"],
+        higher_is_better=settings["higher_is_better"],
+        n_test=settings["n_test"],
+        confidence=settings["confidence"],
+    )
+    assert result.verdict == settings["verdict"] == run["results"][f"{key}_verdict"]["value"], key
+    np.testing.assert_allclose(entry["values"], result.diffs, rtol=1e-9, atol=1e-12)
+    return result

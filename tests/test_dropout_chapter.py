@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
-import math
 
 import numpy as np
 import pytest
-from chapter_results import check_run_metadata, values
+from chapter_results import check_run_metadata, comparison, values
 
 pytestmark = pytest.mark.book
 
@@ -21,38 +20,47 @@ def test_run_metadata(drop):
     check_run_metadata(drop)
 
 
-def test_dropout_05_narrows_the_mean_train_test_gap(drop):
-    assert values(drop, "gap_p05").mean() < values(drop, "gap_p0").mean()
-    change = values(drop, "gap_change_p05")  # paired per seed
-    se = change.std(ddof=1) / math.sqrt(len(change))
-    assert change.mean() < -2 * se, change
+def test_dropout_05_does_not_widen_the_train_test_gap(drop):
+    # The prose quotes the verdict, whatever it is; how much the gap narrows depends on the budget (about
+    # 5 points in quick, about 1 in full), so the test asks only what holds at both: never clearly wider.
+    assert comparison(drop, "gap_change_p05").verdict != "hurts"
+    comparison(drop, "test_acc_change_p05")
 
 
-def test_dropout_slows_training(drop):
-    assert values(drop, "epochs_to_99_p05").mean() > values(drop, "epochs_to_99_p0").mean()
+def test_dropout_does_not_speed_training_up(drop):
+    assert comparison(drop, "epochs_to_99_change_p05").verdict != "helps"
 
 
-def test_early_stopping_ends_near_the_best_validation_accuracy_within_budget(drop):
+def test_early_stopping_stops_within_budget_and_restores_the_best_epoch(drop):
     budget = values(drop, "es_budget")[0]
     assert (values(drop, "es_epochs_run") < budget).all()
-    assert values(drop, "es_acc_shortfall").mean() <= 0.005  # within 0.5 percentage points, on average
+    # The restored weights are one of the evaluated epochs' weights, so they cannot beat the best one seen.
     assert (values(drop, "es_acc_shortfall") >= 0).all()
+    # The size of the shortfall is worded against the validation set's sampling error, not a fixed threshold.
+    within = values(drop, "es_acc_shortfall").mean() <= values(drop, "es_val_se")[0]
+    assert drop["results"]["es_shortfall_words"]["value"] == ("within" if within else "beyond")
 
 
-def test_augmentation_raises_mean_test_accuracy_with_1000_images(drop):
+def test_augmentation_is_worded_by_the_shared_rule(drop):
     assert values(drop, "n_train")[0] == 1000
-    assert values(drop, "aug_test_acc_change").mean() > 0
+    assert comparison(drop, "aug_test_acc_change").verdict != "hurts"
 
 
 def test_mc_dropout_calibration_is_reported_consistently(drop):
     # The chapter reports either direction; the test checks the numbers are sane and the words match them.
     for key in ("mc_ece_det", "mc_ece_mc", "mc_ece_nodrop"):
         assert ((values(drop, key) >= 0) & (values(drop, key) <= 1)).all()
-    change = values(drop, "mc_ece_change").mean()
-    assert drop["results"]["mc_ece_verdict"]["value"] == ("lower" if change < 0 else "higher")
+    result = comparison(drop, "mc_ece_change")
     np.testing.assert_allclose(
-        change, values(drop, "mc_ece_mc").mean() - values(drop, "mc_ece_det").mean(), atol=1e-9
+        result.diffs, values(drop, "mc_ece_mc") - values(drop, "mc_ece_det"), atol=1e-9
     )
+
+
+def test_the_comparison_table_is_worded_by_the_shared_rule(drop):
+    keys = [k for k in drop["results"] if k.startswith("cmp_vs_none_") and "comparison" in drop["results"][k]]
+    assert len(keys) == 5, keys
+    for key in keys:
+        comparison(drop, key)
 
 
 @pytest.mark.keras
@@ -61,3 +69,14 @@ def test_keras_cells_ran_and_recorded_results(drop):
     assert drop["results"]["keras_ran"]["value"] == "ran"
     assert len(values(drop, "keras_test_acc")) == len(drop["seeds"])
     assert (values(drop, "keras_epochs_run") >= 1).all()
+    # Initialized like PyTorch's layers, the max-norm radius binds on some units, not on all of them.
+    assert (values(drop, "keras_boundary") < 0.9).all()
+
+
+def test_every_worded_comparison_matches_the_shared_rule(drop):
+    # Every paired difference the prose words (helps / no clear difference / hurts) was recorded with
+    # dltricks.book.record_comparison; recompute each verdict from the recorded per-seed values.
+    keys = [k for k, e in drop["results"].items() if "comparison" in e]
+    assert keys
+    for key in keys:
+        comparison(drop, key)
