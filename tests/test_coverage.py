@@ -22,11 +22,11 @@ CHAPTER_FILES = {
 
 
 def rows():
+    """(number, technique, source, chapters, section, code, tests) for every row of the table."""
     out = []
     for line in (ROOT / "book" / "coverage.md").read_text().splitlines():
-        m = re.match(r"\| (\d+) \| (.*) \| (S\d) \| (.*) \| (.*) \|$", line)
-        if m:
-            out.append(m.groups())
+        if re.match(r"^\| \d+ \|", line):
+            out.append(tuple(c.strip() for c in line.strip().strip("|").split(" | ")))
     return out
 
 
@@ -45,10 +45,25 @@ def test_rows_of_written_chapters_link_to_existing_sections():
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
     in_toc = {c["file"] for part in toc["parts"] for c in part["chapters"]}
     known = labels()
-    for number, technique, _, chapters, section in rows():
+    for number, technique, _, chapters, section, *_ in rows():
         written = [k for k in re.findall(r"[A-Z]+", chapters) if CHAPTER_FILES.get(k) in in_toc]
         refs = re.findall(r"\{ref\}`([^`]+)`", section)
         if written:
             assert refs, f"row {number} ({technique}) belongs to a written chapter but has no section link"
         for ref in refs:
             assert ref in known, f"row {number} links to unknown label {ref}"
+
+
+def test_code_and_tests_columns_name_files_that_exist_and_are_up_to_date():
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "coverage_table.py"), "--check"], capture_output=True
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    for number, *_, code, tests in rows():
+        for module in re.findall(r"`([\w/]+)`", code):
+            assert (ROOT / "companion" / "dltricks" / f"{module}.py").exists(), (number, module)
+        for test in re.findall(r"`([\w.]+)`", tests):
+            assert (ROOT / "tests" / test).exists(), (number, test)
