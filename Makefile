@@ -63,12 +63,12 @@ $(STAMP): pyproject.toml
 data: $(STAMP)
 	$(PY) -m dltricks.data
 
-book: $(STAMP)
+book: $(STAMP) mathjax
 	$(PY) tools/build_book.py --profile $(PROFILE) --device $(DEVICE) --seed $(SEED) $(BUILD_OPTS)
 
 # The tests check the quick profile's claims, so they build their own copy of the book in $(TEST_BUILD)
 # and never overwrite the one `make book` made.
-test: $(STAMP)
+test: $(STAMP) mathjax
 	$(PY) tools/build_book.py --profile quick --device $(DEVICE) --seed $(SEED) --build-dir $(TEST_BUILD) $(BUILD_OPTS)
 	@# One test process per core, one thread each (pytest-xdist); the slowest tests are listed at the end.
 	DLTRICKS_BUILD_DIR=$(TEST_BUILD) $(PY) -m pytest -n $(JOBS) --durations=15
