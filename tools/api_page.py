@@ -45,7 +45,10 @@ def render(modules: list[str]) -> str:
     sections = []
     for name in modules:
         label = name.replace(".", "-")
-        sections.append(f"({label})=\n## `{name}`\n\n```{{automodule}} {name}\n:members:\n```\n")
+        # autodoc writes reStructuredText, so the directive runs inside eval-rst (MyST would show it raw).
+        sections.append(
+            f"({label})=\n## `{name}`\n\n```{{eval-rst}}\n.. automodule:: {name}\n   :members:\n```\n"
+        )
     return HEADER + "\n" + "\n".join(sections)
 
 
