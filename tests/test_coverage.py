@@ -21,13 +21,25 @@ CHAPTER_FILES = {
 }
 
 
+def _table(header: str) -> list[list[str]]:
+    lines = (ROOT / "book" / "coverage.md").read_text().splitlines()
+    start = lines.index(header)
+    body = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        body.append([c.strip() for c in line.strip().strip("|").split(" | ")])
+    return body
+
+
 def rows():
-    """(number, technique, source, chapters, section, code, tests) for every row of the table."""
-    out = []
-    for line in (ROOT / "book" / "coverage.md").read_text().splitlines():
-        if re.match(r"^\| \d+ \|", line):
-            out.append(tuple(c.strip() for c in line.strip().strip("|").split(" | ")))
-    return out
+    """(number, technique, source, chapters, section) for every row of the main table."""
+    return [tuple(r) for r in _table("| # | technique | source | chapter | section |")]
+
+
+def where_rows():
+    """(number, section, code, tests) for every row of the generated code-and-tests table."""
+    return [tuple(r) for r in _table("| # | section | code | tests |")]
 
 
 def labels():
@@ -45,7 +57,7 @@ def test_rows_of_written_chapters_link_to_existing_sections():
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
     in_toc = {c["file"] for part in toc["parts"] for c in part["chapters"]}
     known = labels()
-    for number, technique, _, chapters, section, *_ in rows():
+    for number, technique, _, chapters, section in rows():
         written = [k for k in re.findall(r"[A-Z]+", chapters) if CHAPTER_FILES.get(k) in in_toc]
         refs = re.findall(r"\{ref\}`([^`]+)`", section)
         if written:
@@ -62,7 +74,8 @@ def test_code_and_tests_columns_name_files_that_exist_and_are_up_to_date():
         [sys.executable, str(ROOT / "tools" / "coverage_table.py"), "--check"], capture_output=True
     )
     assert proc.returncode == 0, proc.stderr.decode()
-    for number, *_, code, tests in rows():
+    assert [r[0] for r in where_rows()] == [r[0] for r in rows()]
+    for number, _, code, tests in where_rows():
         for module in re.findall(r"`([\w/]+)`", code):
             assert (ROOT / "companion" / "dltricks" / f"{module}.py").exists(), (number, module)
         for test in re.findall(r"`([\w.]+)`", tests):

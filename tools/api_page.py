@@ -46,9 +46,10 @@ def render(modules: list[str]) -> str:
     for name in modules:
         label = name.replace(".", "-")
         # autodoc writes reStructuredText, so the directive runs inside eval-rst (MyST would show it raw).
-        sections.append(
-            f"({label})=\n## `{name}`\n\n```{{eval-rst}}\n.. automodule:: {name}\n   :members:\n```\n"
-        )
+        # Each object is documented where it is defined (ignore-module-all): a package's __all__ re-exports
+        # would otherwise document it twice and make cross-references ambiguous.
+        directive = f"```{{eval-rst}}\n.. automodule:: {name}\n   :members:\n   :ignore-module-all:\n```\n"
+        sections.append(f"({label})=\n## `{name}`\n\n{directive}")
     return HEADER + "\n" + "\n".join(sections)
 
 

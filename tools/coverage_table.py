@@ -113,20 +113,33 @@ def row_links(number: int, refs: list[str], index: dict[str, tuple[str, str]]) -
     return code, ", ".join(f"`{t}`" for t in tests) or "—"
 
 
+MAIN_HEADER = "| # | technique | source | chapter | section |"
+WHERE_TITLE = "(coverage-code)=\n## Where each technique's code and tests are"
+WHERE_INTRO = (
+    "For each row above: the `dltricks` modules (under `companion/dltricks/`) its section teaches with, and\n"
+    "the files in `tests/` that check them (the modules' unit tests, then the chapter's claim tests). This\n"
+    "table is generated from the chapters by `tools/coverage_table.py`; a test checks it is up to date."
+)
+
+
 def render(page: str) -> str:
+    """The page with the main table (``# | technique | source | chapter | section``) as written, followed by
+    a generated table ``# | section | code | tests``. Anything after the main table is regenerated."""
     index = sections()
-    out = []
-    for line in page.splitlines():
-        if line.startswith("| # | technique"):
-            line = "| # | technique | source | chapter | section | code | tests |"
-        elif line.startswith("|---|"):
-            line = "|---|---|---|---|---|---|---|"
-        elif re.match(r"^\| \d+ \|", line):
-            cells = [c.strip() for c in line.strip().strip("|").split("|")][:5]
-            refs = re.findall(r"\{ref\}`([\w-]+)`", cells[4])
-            line = "| " + " | ".join([*cells, *row_links(int(cells[0]), refs, index)]) + " |"
-        out.append(line)
-    return "\n".join(out) + "\n"
+    lines = page.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("| # | technique"))
+    last = first
+    while last + 1 < len(lines) and lines[last + 1].startswith("|"):
+        last += 1
+    where = ["| # | section | code | tests |", "|---|---|---|---|"]
+    for line in lines[first + 2 : last + 1]:
+        cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
+        number, section = cells[0], cells[4]
+        refs = re.findall(r"\{ref\}`([\w-]+)`", section)
+        code, tests = row_links(int(number), refs, index)
+        where.append(f"| {number} | {section} | {code} | {tests} |")
+    body = "\n".join(lines[: last + 1])
+    return f"{body}\n\n{WHERE_TITLE}\n\n{WHERE_INTRO}\n\n" + "\n".join(where) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
