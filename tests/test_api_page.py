@@ -31,3 +31,14 @@ def test_the_rendered_reference_shows_signatures_and_raises_sections(built_book)
     for needle in ("compare_paired", "record_comparison", "limit_threads", "fit("):
         assert needle in plain, needle
     assert "Raises" in plain and "Returns" in plain
+
+
+@pytest.mark.book
+def test_shown_source_links_to_its_api_section(built_book):
+    """Every chapter that shows package source links each block to the module's section of the reference."""
+    html_dir = built_book / "html" / "book"
+    text = (html_dir / "transfer.html").read_text(encoding="utf-8")
+    assert 'href="api.html#dltricks-transfer-freeze"' in text
+    api = (html_dir / "api.html").read_text(encoding="utf-8")
+    for anchor in set(re.findall(r'href="api\.html#([\w-]+)"', text)):
+        assert f'id="{anchor}"' in api, anchor
