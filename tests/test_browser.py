@@ -109,7 +109,8 @@ def test_every_page_reads_cleanly_in_a_browser(site, browser):
             "const col = document.querySelector('article.bd-article') || document.body;"
             "const right = col.getBoundingClientRect().right;"
             "return [...col.querySelectorAll('table')]"
-            ".filter(t => t.scrollWidth > t.parentElement.clientWidth + 1 || t.getBoundingClientRect().right > right + 1)"
+            ".filter(t => t.scrollWidth > t.parentElement.clientWidth + 1"
+            " || t.getBoundingClientRect().right > right + 1)"
             ".map(t => t.innerText.slice(0, 60));"
         )
         problems += [f"{page}: table wider than the column: {t!r}" for t in wide]
