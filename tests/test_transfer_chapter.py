@@ -11,7 +11,7 @@ import importlib.util
 
 import numpy as np
 import pytest
-from chapter_results import values
+from chapter_results import comparison, values
 
 from dltricks.compare import compare_paired
 
@@ -67,17 +67,7 @@ def test_frozen_layers_did_not_change_during_the_frozen_phase(tl):
 
 @pytest.mark.parametrize("key", COMPARISONS)
 def test_every_verdict_is_recomputed_from_the_recorded_values(tl, key):
-    entry = tl["results"][key]
-    cmp = entry["comparison"]
-    again = compare_paired(
-        cmp["treatment"],
-        cmp["baseline"],
-        higher_is_better=cmp["higher_is_better"],
-        n_test=cmp["n_test"],
-        confidence=cmp["confidence"],
-    )
-    assert again.verdict == cmp["verdict"] == text(tl, f"{key}_verdict")
-    np.testing.assert_allclose(entry["values"], np.subtract(cmp["treatment"], cmp["baseline"]), atol=1e-12)
+    again = comparison(tl, key)  # the shared check: verdict and differences recomputed with compare_paired
     unit = "pairs (A, B)" if key.startswith(("reuse_", "depth_")) else "seeds"
     assert f"({again.verdict}; better in {again.n_better} of {again.n} {unit})" in text(tl, f"{key}_text")
 
