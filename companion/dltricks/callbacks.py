@@ -111,7 +111,18 @@ class TrainState:
         self.stop = False
         self.skipped = 0  # non-finite steps skipped over the whole run
         self.hyperparameters = hyperparameters(optimizer)
+        # Set by fit(sync_every=k > 1): moves the running sums kept on the device into the counters.
+        self.pending: Callable[[], None] | None = None
         self._begin_epoch()
+
+    def sync(self) -> None:
+        """Bring ``loss_total``, ``loss_count`` and the skip counters up to date (one host sync).
+
+        Needed only under ``fit(sync_every=k > 1)``, which keeps them on the device between reads; a
+        callback that reads them between steps calls this first. Does nothing otherwise.
+        """
+        if self.pending is not None:
+            self.pending()
 
     def _begin_epoch(self) -> None:
         self.batch = 0  # batches of the current epoch done
@@ -124,6 +135,7 @@ class TrainState:
 
     def state_dict(self) -> dict[str, Any]:
         """The counters and running sums (not the model, optimizer or history), as primitives."""
+        self.sync()
         return {name: getattr(self, name) for name in self.COUNTERS}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:

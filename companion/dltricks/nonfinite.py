@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import NamedTuple
 
 import torch
 
@@ -104,3 +105,66 @@ def loss_and_finite(loss: torch.Tensor, grads: list[torch.Tensor]) -> tuple[floa
     flags = [f.to(dtype) for f in found_nonfinite(grads, loss.device)]
     value, *found = torch.cat([value_t, *flags]).tolist()  # the one host sync
     return value, math.isfinite(value) and not any(found)
+
+
+def skips_on_device(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether ``optimizer.step`` can skip a step on the device from a ``found_inf`` flag (no host sync).
+
+    True for the fused ``torch.optim`` optimizers (``SGD``, ``Adam``, ``AdamW``, ``Adagrad`` with
+    ``fused=True``), which declare ``_step_supports_amp_scaling`` for ``torch.amp.GradScaler``: their step
+    kernel reads ``optimizer.found_inf`` and leaves the weights and the optimizer state (step counts
+    included) untouched when it is nonzero.
+    """
+    return bool(getattr(optimizer, "_step_supports_amp_scaling", False))
+
+
+class Window(NamedTuple):
+    """What :meth:`DeviceSums.read` returns: the steps since the previous read."""
+
+    loss_sum: float  # loss x batch size, summed over the finite steps
+    examples: int  # batch sizes summed over the finite steps
+    nonfinite: int  # steps whose loss or a gradient was not finite
+    steps: int  # steps in the window
+    first_nonfinite: int | None  # 0-based position in the window of the first non-finite step
+    first_loss: float  # its loss (NaN when there is none)
+
+
+class DeviceSums:
+    """The running loss and the non-finite steps of ``fit(sync_every=k)``, kept on the device between reads.
+
+    Each step adds, without a host synchronisation, the step's loss times its batch size and the batch size
+    when the step was finite, and one to the count of non-finite steps otherwise, remembering the position
+    and loss of the first non-finite step since the last read. :meth:`read` brings them to the host in one
+    copy and starts a new window. Sums are float64 (float32 on MPS, which has no float64).
+
+    Args:
+        device: the loss's device.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.dtype = torch.float32 if device.type == "mps" else torch.float64
+        self.device = device
+        self._reset()
+
+    def _reset(self) -> None:
+        # [loss x n over finite steps, n over finite steps, non-finite steps, steps in this window]
+        self.sums = torch.zeros(4, device=self.device, dtype=self.dtype)
+        # [window index, loss] of the first non-finite step of the window; NaN while there is none
+        self.first = torch.full((2,), math.nan, device=self.device, dtype=self.dtype)
+
+    @torch.no_grad()
+    def add(self, loss: torch.Tensor, finite: torch.Tensor, n: int) -> None:
+        """Count one step: its 0-d ``loss``, its 0-d bool ``finite`` flag and its batch size ``n``."""
+        ok = finite.to(self.dtype)
+        value = loss.detach().reshape(()).real.to(self.dtype)
+        step = torch.stack([torch.where(finite, value * n, 0.0), ok * n, 1 - ok, torch.ones_like(ok)])
+        is_first = finite.logical_not() & self.first[0].isnan()
+        self.first = torch.where(is_first, torch.stack([self.sums[3], value]), self.first)
+        self.sums += step
+
+    def read(self) -> Window:
+        """The window since the last read (see :class:`Window`), brought to the host in one copy."""
+        loss_sum, count, bad, steps, first, first_loss = torch.cat([self.sums, self.first]).tolist()
+        self._reset()
+        return Window(loss_sum, round(count), round(bad), round(steps),
+                      None if math.isnan(first) else round(first), first_loss)  # fmt: skip

@@ -50,6 +50,7 @@ class TensorBoard(Callback):
 
     def on_step_end(self, state: TrainState) -> None:
         if self.every_steps is not None and state.step % self.every_steps == 0:
+            state.sync()  # fit(sync_every=k) keeps the running loss on the device between reads
             self._log(state, "step/loss", state.loss_total / max(state.loss_count, 1))
             self.writer.flush()  # what is logged is on disk, should the run be killed before the next
 

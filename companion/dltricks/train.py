@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -23,7 +22,14 @@ from dltricks._checks import check_choice, check_int, check_type
 from dltricks.callbacks import Batch, Callback, History, Metric, TrainState
 from dltricks.checkpoint import CheckpointError, resume
 from dltricks.device import resolve_device
-from dltricks.nonfinite import gradients, loss_and_finite, optimizer_params
+from dltricks.nonfinite import (
+    DeviceSums,
+    finite_flag,
+    gradients,
+    loss_and_finite,
+    optimizer_params,
+    skips_on_device,
+)
 
 __all__ = ["Batch", "Callback", "History", "Metric", "TrainState", "accuracy", "evaluate", "fit"]
 
@@ -51,21 +57,24 @@ def evaluate(
     dev = resolve_device(device)
     was_training = model.training
     model.eval()
-    totals: dict[str, float] = defaultdict(float)
+    # Sums stay on the device and come over once at the end: no host sync per batch. float64 (float32 on MPS)
+    # sums of value x n in batch order: the same arithmetic as summing .item() x n on the host.
+    dtype = torch.float32 if dev.type == "mps" else torch.float64
+    totals: torch.Tensor | None = None
     count = 0
     with torch.no_grad():
         for x, y in batches:
             x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
             out = model(x)
             n = y.shape[0]
-            totals["loss"] += loss_fn(out, y).item() * n
-            for name, fn in metrics.items():
-                totals[name] += fn(out, y).item() * n
+            values = [loss_fn(out, y), *(fn(out, y) for fn in metrics.values())]
+            row = torch.stack([torch.as_tensor(v, device=dev).reshape(()).real.to(dtype) for v in values]) * n
+            totals = row if totals is None else totals + row
             count += n
     model.train(was_training)
-    if count == 0:
+    if totals is None or count == 0:
         raise ValueError("`batches` must yield at least one batch. Received: an empty iterable")
-    return {k: v / count for k, v in totals.items()}
+    return {k: v / count for k, v in zip(["loss", *metrics], totals.tolist(), strict=True)}
 
 
 def fit(
@@ -86,6 +95,7 @@ def fit(
     resume_from: str | os.PathLike[str] | None = None,
     nonfinite: str = "raise",
     max_skipped: int = 10,
+    sync_every: int = 1,
 ) -> History:
     """Train ``model`` for ``epochs`` passes over ``train`` and return the per-epoch ``History``.
 
@@ -132,6 +142,18 @@ def fit(
             flag comes over with the loss value that the loop reads once per step anyway. Measured about
             0.09 ms a step, 3 to 8 % of a step of a 784-256-256-10 MLP on one CPU thread.
         max_skipped: with ``nonfinite="skip"``, raise anyway once more steps than this were skipped.
+        sync_every: read the loss and the finite flag on the host every this many steps (and at the end of
+            every epoch) instead of every step. A host read makes the CPU wait for the device to finish
+            every queued kernel, so a GPU idles while Python prepares the next step; with ``k > 1`` the
+            running loss and the non-finite check stay on the device, and the optimizer skips a
+            non-finite step there, as ``torch.amp.GradScaler`` makes it, so no non-finite value reaches
+            the weights. That needs an optimizer that can skip on the device: a fused ``torch.optim``
+            optimizer (``SGD``, ``Adam``, ``AdamW``, ``Adagrad`` with ``fused=True``). What changes with
+            ``k > 1``: ``"raise"`` raises at the next read, so the up to ``k - 1`` finite steps after the
+            non-finite one have been taken; ``on_before_step`` and ``on_step_end`` callbacks also run for
+            a step the device skips; the error names the step but not the parameters (``k = 1`` does);
+            the epoch's mean loss is summed on the device, so its last bits may differ. Callbacks that
+            read ``loss_total`` between steps call ``state.sync()`` first (a checkpoint does).
 
     Returns:
         The ``History`` of the run (of the whole run when resumed).
@@ -139,7 +161,8 @@ def fit(
     Raises:
         TypeError: when ``model``, ``optimizer`` or ``resume_from`` has the wrong type, or a count is not an
             integer.
-        ValueError: for ``epochs < 0``, ``eval_every < 1``, ``max_skipped < 0`` or another ``nonfinite``.
+        ValueError: for ``epochs < 0``, ``eval_every < 1``, ``max_skipped < 0``, ``sync_every < 1``, another
+            ``nonfinite``, or ``sync_every > 1`` with an optimizer that cannot skip a step on the device.
         FloatingPointError: when the training loss or a gradient becomes NaN or infinite (the epoch and step
             are named; with ``"skip"``, once more than ``max_skipped`` steps were skipped).
         dltricks.checkpoint.CheckpointError: when ``resume_from`` names a bad file, or a checkpoint that does
@@ -154,6 +177,14 @@ def fit(
     check_type("resume_from", resume_from, (str, os.PathLike, type(None)), "a directory path or None")
     nonfinite = check_choice("nonfinite", nonfinite, ("raise", "skip"))
     max_skipped = check_int("max_skipped", max_skipped, minimum=0)
+    sync_every = check_int("sync_every", sync_every, minimum=1)
+    if sync_every > 1 and not skips_on_device(optimizer):
+        raise ValueError(
+            "`sync_every` > 1 needs an optimizer that skips a non-finite step on the device (a fused "
+            "torch.optim optimizer: SGD, Adam, AdamW or Adagrad with fused=True), or a non-finite step "
+            f"would reach the weights. Received: sync_every={sync_every} with {type(optimizer).__name__}"
+            f"(fused={optimizer.defaults.get('fused')})"
+        )
     metrics = {"accuracy": accuracy} if metrics is None else metrics
     dev = resolve_device(device)
     if progress is None:
@@ -173,7 +204,7 @@ def fit(
                     f"would return the longer run. Pass epochs >= {state.epoch}, or use an empty directory"
                 )
         _train(state, epochs, loss_fn, penalty, val, metrics, eval_train, eval_every, dev, progress,
-               nonfinite, max_skipped)  # fmt: skip
+               nonfinite, max_skipped, sync_every)  # fmt: skip
         for cb in callbacks:
             cb.on_train_end(state)
     finally:
@@ -196,6 +227,7 @@ def _train(
     progress: bool,
     nonfinite: str,
     max_skipped: int,
+    sync_every: int,
 ) -> None:
     """The epochs of :func:`fit`, from ``state.epoch`` to ``epochs``."""
     model, optimizer, train, callbacks = state.model, state.optimizer, state.train, state.callbacks
@@ -204,6 +236,10 @@ def _train(
     # Optional hook: callbacks written before it existed (or not subclassing Callback) may lack it.
     before_step = [cb.on_before_step for cb in callbacks if hasattr(cb, "on_before_step")]
     bar = tqdm(total=epochs, initial=state.epoch, desc="epochs", unit="ep", disable=not progress, leave=False)
+    deferred = sync_every > 1
+    if deferred:
+        sums, first_bad = DeviceSums(dev), []  # first_bad: (step, loss) of a non-finite step not yet handled
+        state.pending = lambda: _read_window(state, sums, first_bad)
     for epoch in range(state.epoch, epochs):
         if state.stop:  # checked first: a run resumed from its stopping epoch's checkpoint stays stopped
             break
@@ -218,6 +254,13 @@ def _train(
             state.step, state.batch = state.step + 1, state.batch + 1
             optimizer.zero_grad(set_to_none=True)  # None, not zeros: cheaper, and unused params stay None
             loss.backward()
+            if deferred:  # no host sync: the device skips a non-finite step; the host reads every k steps
+                _deferred_step(state, loss, y.shape[0], params, before_step, sums)
+                if state.step % sync_every == 0:
+                    state.sync()
+                if first_bad:
+                    _deferred_nonfinite(state, first_bad, nonfinite, max_skipped, sync_every)
+                continue
             # The one host sync of a step: the loss and a device-side "loss and every gradient finite" flag
             # come over together (dltricks.nonfinite), so a NaN or inf, in the loss or only in a gradient,
             # never reaches the weights, and checking the gradients adds no sync.
@@ -232,6 +275,9 @@ def _train(
             state.loss_count += y.shape[0]
             for cb in callbacks:
                 cb.on_step_end(state)
+        state.sync()  # with sync_every > 1, the epoch's last window
+        if deferred and first_bad:
+            _deferred_nonfinite(state, first_bad, nonfinite, max_skipped, sync_every)
         # An epoch whose every step was skipped has no mean loss: NaN, not a reassuring 0.
         mean_loss = state.loss_total / state.loss_count if state.loss_count else float("nan")
         record: dict[str, Any] = {"epoch": epoch + 1, "loss": mean_loss}
@@ -280,4 +326,57 @@ def _nonfinite_step(state: TrainState, value: float, policy: str, max_skipped: i
     raise FloatingPointError(
         f"{culprit} {where}; the weights are those before this step. {REMEDIES.capitalize()}, "
         "or fit(nonfinite='skip') to skip such batches"
+    )
+
+
+def _deferred_step(state: TrainState, loss: torch.Tensor, n: int, params: list[torch.Tensor],
+                   before_step: list[Callable[[TrainState], None]], sums: DeviceSums) -> None:  # fmt: skip
+    """One step of ``fit(sync_every=k > 1)``: the optimizer skips it on the device when not finite."""
+    finite = finite_flag(loss, gradients(params))
+    for hook in before_step:
+        hook(state)
+    optimizer = state.optimizer
+    # GradScaler's protocol for fused optimizers: the step kernel does nothing where found_inf is nonzero.
+    optimizer.found_inf, optimizer.grad_scale = finite.logical_not().float(), None  # type: ignore[attr-defined]
+    try:
+        optimizer.step()
+    finally:
+        del optimizer.found_inf, optimizer.grad_scale  # type: ignore[attr-defined]
+    sums.add(loss, finite, n)
+    for cb in state.callbacks:
+        cb.on_step_end(state)
+
+
+def _read_window(state: TrainState, sums: DeviceSums, first_bad: list[tuple[int, float]]) -> None:
+    """Move the device-side sums into ``state``'s counters; note the first non-finite step."""
+    window = sums.read()
+    state.loss_total += window.loss_sum
+    state.loss_count += window.examples
+    state.skipped += window.nonfinite
+    state.epoch_skipped += window.nonfinite
+    if window.first_nonfinite is not None and not first_bad:
+        first_bad.append((state.step - window.steps + 1 + window.first_nonfinite, window.first_loss))
+
+
+def _deferred_nonfinite(state: TrainState, first_bad: list[tuple[int, float]], policy: str, max_skipped: int,
+                        sync_every: int) -> None:  # fmt: skip
+    """Apply the non-finite policy once a host read of ``fit(sync_every=k)`` found a skipped step."""
+    step, loss = first_bad.pop()
+    culprit = (
+        f"a gradient is not finite (the loss is finite, {loss:.6g})" if math.isfinite(loss)
+        else f"training loss is {loss}"
+    )  # fmt: skip
+    if policy == "skip":
+        if state.skipped <= max_skipped:
+            return
+        raise FloatingPointError(
+            f"{state.skipped} non-finite steps skipped, more than max_skipped={max_skipped} (the last found: "
+            f"{culprit} at step {step}); {REMEDIES}"
+        )
+    raise FloatingPointError(
+        f"{culprit} at epoch {state.epoch + 1}, step {step}, found at the host read of step {state.step} "
+        f"(fit(sync_every={sync_every})). The device skipped that step, so no non-finite value reached the "
+        f"weights, but the {state.step - step} steps after it were taken. {REMEDIES.capitalize()}; "
+        "fit(sync_every=1) stops at the step itself and names the parameters; fit(nonfinite='skip') skips "
+        "such batches"
     )
