@@ -288,11 +288,29 @@ def load_results(path: str | os.PathLike[str]) -> dict[str, Any]:
         return json.load(fh)
 
 
-def tensorflow_available() -> bool:
-    """Whether TensorFlow can be imported here (the Keras cells run only then)."""
+def module_available(name: str, needed_for: str | None = None) -> bool:
+    """Whether the optional module ``name`` can be imported here; when not, and ``needed_for`` is given,
+    print that what needs it is skipped, so a chapter run without it says why a result is missing.
+
+    Raises:
+        TypeError: for a ``name`` or ``needed_for`` that is not a string.
+    """
     import importlib.util
 
-    return importlib.util.find_spec("tensorflow") is not None
+    check_type("name", name, str, "a module name")
+    check_type("needed_for", needed_for, (str, type(None)), "a string or None")
+    try:
+        found = importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # a parent package missing, or a module without a spec
+        found = False
+    if not found and needed_for:
+        print(f"Skipped: {needed_for} needs the optional package `{name}`, which is not installed here.")
+    return found
+
+
+def tensorflow_available() -> bool:
+    """Whether TensorFlow can be imported here (the Keras cells run only then)."""
+    return module_available("tensorflow")
 
 
 def _is_number(value: Any) -> bool:
