@@ -11,9 +11,17 @@ from cycler import cycler
 # Colour-blind-safe palette (Okabe & Ito, 2008), in the order series are drawn.
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000")
 
+# The content column of the book's theme (sphinx-book-theme) at a normal window size, in CSS pixels, and the
+# smallest text a figure may show at that width. A PNG wider than the column is shrunk to it, and its text
+# with it: tests/test_figures.py checks every figure of the built book against these two numbers.
+COLUMN_PX = 688
+MIN_TEXT_PX = 11.0
+
 STYLE = {
-    "figure.figsize": (6.4, 3.8),
-    "figure.dpi": 110,
+    # 6.4 x 3.6 in at 144 dpi: 922 px, shown at 688 (x 0.75), so 9-pt ticks read as 13.5 px; two panels
+    # side by side fit in 7.5 in. Wider figures, or more panels per row, make the text too small.
+    "figure.figsize": (6.4, 3.6),
+    "figure.dpi": 144,
     # An opaque white figure stays readable when the book is shown in dark mode.
     "figure.facecolor": "white",
     "savefig.facecolor": "white",
@@ -26,8 +34,32 @@ STYLE = {
     "legend.frameon": False,
     "font.size": 10,
     "axes.titlesize": 11,
+    "axes.labelsize": 10,
+    "xtick.labelsize": 9,
+    "ytick.labelsize": 9,
+    "legend.fontsize": 9,
+    "figure.titlesize": 11,
     "lines.linewidth": 1.8,
 }
+
+# The smallest font size (points) any text of a figure may use: the ticks' and legends' size above. The
+# chapters pass no smaller ``fontsize`` (tests/test_figures.py checks their sources).
+MIN_FONT_PT = 9
+
+
+def max_figure_px(dpi: float = STYLE["figure.dpi"], font_pt: float = MIN_FONT_PT) -> float:  # type: ignore[assignment]
+    """The widest PNG (pixels at ``dpi``) whose ``font_pt`` text still reads as ``MIN_TEXT_PX`` once the
+    figure is shrunk to the ``COLUMN_PX`` column.
+
+    Raises:
+        ValueError: for a ``dpi`` or ``font_pt`` that is not positive.
+    """
+    if not dpi > 0:
+        raise ValueError(f"`dpi` must be positive. Received: dpi={dpi!r}")
+    if not font_pt > 0:
+        raise ValueError(f"`font_pt` must be positive. Received: font_pt={font_pt!r}")
+    native_px = font_pt * dpi / 72
+    return COLUMN_PX * native_px / MIN_TEXT_PX
 
 
 def use_style() -> None:
