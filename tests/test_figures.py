@@ -20,7 +20,7 @@ from dltricks.plotting import MIN_FONT_PT, STYLE, max_figure_px
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = sorted(
-    p for p in (ROOT / "book").glob("*.md") if "kernelspec:" in p.read_text(encoding="utf-8")[:2000]
+    p for p in (ROOT / "book").glob("*.md") if "```{code-cell}" in p.read_text(encoding="utf-8")
 )
 
 

@@ -17,7 +17,23 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "companion" / "dltricks"
 PAGE = ROOT / "book" / "api.md"
 
-HEADER = """(chap-api)=
+# The Jupytext header JupyterLab writes when the page is saved there (the lab opens Markdown as a notebook and
+# names its kernel): with it the page comes back byte-identical (tests/test_lab.py).
+FRONT_MATTER = """---
+jupytext:
+  text_representation:
+    extension: .md
+    format_name: myst
+    format_version: 0.13
+kernelspec:
+  display_name: Python 3
+  language: python
+  name: python3
+---
+
+"""
+
+HEADER = FRONT_MATTER + """(chap-api)=
 # API reference
 
 Every public module of the companion package `dltricks`, generated from its docstrings: what each function

@@ -64,9 +64,9 @@ def toc_files(toc: Path) -> list[str]:
 
 
 def is_notebook(md: Path) -> bool:
-    """A page is a notebook when its front matter declares a Jupytext kernelspec."""
-    head = md.read_text(encoding="utf-8")[:2000]
-    return head.startswith("---") and "kernelspec:" in head
+    """A page is a notebook (a chapter papermill executes) when it has a code cell. Every page carries the
+    Jupytext header JupyterLab writes, so the plain pages (introduction, appendices) have one too."""
+    return "```{code-cell}" in md.read_text(encoding="utf-8")
 
 
 def resolve_profile(profile: str) -> str:
