@@ -163,6 +163,9 @@ def _run_papermill(source: Path, out: Path, cwd: Path, env_extra: dict, label: s
             progress_bar=False,
             request_save_on_cell_execute=False,
             on_cell_start=on_cell_start,
+            # papermill fails a cell whose output arrives more than iopub_timeout after its reply (nbclient's
+            # default, 4 s, is exceeded on a loaded 2-core machine: seen with a load average of 20).
+            iopub_timeout=120,
         )
     finally:
         state["done"] = True
