@@ -22,12 +22,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
-import hashlib
 import os
-import re
 import sys
 import tempfile
-import time
 import warnings
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -35,8 +32,15 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from dltricks._checks import check_type
-from dltricks._procs import process_alive
-from dltricks.idx import decompress, read_idx
+from dltricks._files import (
+    VERIFIED,
+    atomic_write,
+    clean_stale_temporaries,
+    stat_key,
+    verified_bytes,
+    verify,
+)
+from dltricks.idx import read_idx
 
 # SHA-256 of the decompressed IDX bytes. Tests replace this dict (and MIRROR, DEBIAN_DIR) with monkeypatch,
 # so every function reads these module globals at call time instead of binding them as defaults.
@@ -54,9 +58,6 @@ ENV_VAR = "DLTRICKS_DATA"
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 DEBIAN_PACKAGE = "dataset-fashion-mnist"
 _DOWNLOAD_TIMEOUT_S = 60
-# ``.<stem>.<pid>.<random>.download`` / ``.tmp``: the temporary names of this module, with their writer.
-_TEMPORARY = re.compile(r"\.[\w-]+\.(\d+)\.[^.]+\.(?:download|tmp)")
-_OLD_TEMPORARY = re.compile(r"\.[\w-]+-ubyte\.[^.]+\.(?:download|tmp)")
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -82,41 +83,6 @@ def cache_dir() -> Path:
     # The XDG spec says relative values are invalid and must be ignored.
     base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
     return base / "dltricks" / "fashion-mnist"
-
-
-# Files already verified, keyed by (path, size, mtime_ns, hash): re-hashing 47 MB on every call would make
-# repeated loads in a notebook slow, and a change to the file changes its size or mtime.
-_VERIFIED: set[tuple[str, int, int, str]] = set()
-
-
-def _stat_key(path: Path, sha256: str) -> tuple[str, int, int, str]:
-    st = path.stat()
-    return (str(path.resolve()), st.st_size, st.st_mtime_ns, sha256)
-
-
-def _verified_bytes(raw: bytes, sha256: str, where: str) -> bytes:
-    """Decompress ``raw`` and check its SHA-256; the ValueError names ``where`` and both hashes."""
-    try:
-        data = decompress(raw)
-    except ValueError as exc:
-        raise ValueError(
-            f"{where} is not a valid gzip file, it is truncated or corrupt ({exc.__cause__ or exc}); "
-            f"expected the SHA-256 of its decompressed bytes to be {sha256}."
-        ) from exc
-    actual = hashlib.sha256(data).hexdigest()
-    if actual != sha256:
-        raise ValueError(
-            f"{where} failed verification: the SHA-256 of its decompressed bytes is {actual}, expected "
-            f"{sha256}. It is corrupt, truncated, or not the Fashion-MNIST file of that name."
-        )
-    return data
-
-
-def _verify(path: Path, sha256: str) -> None:
-    key = _stat_key(path, sha256)
-    if key not in _VERIFIED:
-        _verified_bytes(path.read_bytes(), sha256, str(path))
-        _VERIFIED.add(key)
 
 
 def _first_existing(directories: list[Path], stem: str) -> Path | None:
@@ -156,30 +122,6 @@ def _check_env_dir() -> None:
         )
 
 
-def _older_than(path: Path, seconds: float) -> bool:
-    try:
-        return time.time() - path.stat().st_mtime > seconds
-    except OSError:
-        return False
-
-
-def _clean_stale_temporaries(directory: Path) -> None:
-    """Delete the temporary files of downloads and writes whose process is gone (killed mid-download)."""
-    try:
-        names = os.listdir(directory)
-    except (FileNotFoundError, NotADirectoryError, PermissionError):
-        return
-    for name in names:
-        match = _TEMPORARY.fullmatch(name)
-        if match is not None:
-            if process_alive(int(match.group(1))):
-                continue
-        elif _OLD_TEMPORARY.fullmatch(name) is None or not _older_than(directory / name, 3600):
-            continue  # not ours, or written without a process id (older versions) less than an hour ago
-        with contextlib.suppress(OSError):  # gone already, or a cache we cannot write: leave it
-            os.unlink(directory / name)
-
-
 def _find_local(stem: str, sha256: str) -> tuple[Path, str] | None:
     """Return ``(path, source)`` of the first local copy of ``stem``, verified; None if there is none."""
     env = os.environ.get(ENV_VAR, "")
@@ -187,7 +129,7 @@ def _find_local(stem: str, sha256: str) -> tuple[Path, str] | None:
         path = _first_existing([Path(env), Path(env) / "fashion-mnist"], stem)
         if path is not None:
             # A bad file the user pointed us at is an error, not something to silently route around.
-            _verify(path, sha256)
+            verify(path, sha256)
             return path, "env"
     cached = cache_dir() / stem
     try:
@@ -197,7 +139,7 @@ def _find_local(stem: str, sha256: str) -> tuple[Path, str] | None:
         in_cache = False
     if in_cache:
         try:
-            _verify(cached, sha256)
+            verify(cached, sha256)
             return cached, "cache"
         except ValueError as exc:
             # The cache is ours to repair: drop the bad copy and fall through to the other sources.
@@ -211,24 +153,9 @@ def _find_local(stem: str, sha256: str) -> tuple[Path, str] | None:
                 )
     path = _first_existing([DEBIAN_DIR], stem)
     if path is not None:
-        _verify(path, sha256)
+        verify(path, sha256)
         return path, "debian"
     return None
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that the final name only ever holds the complete contents."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def _download(stem: str, sha256: str, mirror: str) -> Path:
@@ -249,9 +176,9 @@ def _download(stem: str, sha256: str, mirror: str) -> Path:
         # Whatever happened (success, HTTP error, Ctrl-C), the raw download goes: we keep only verified IDX.
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-    data = _verified_bytes(raw, sha256, f"The download from {url}")
-    _atomic_write(target, data)
-    _VERIFIED.add(_stat_key(target, sha256))
+    data = verified_bytes(raw, sha256, f"The download from {url}")
+    atomic_write(target, data)
+    VERIFIED.add(stat_key(target, sha256))
     return target
 
 
@@ -273,7 +200,7 @@ def _locate(download: bool, mirror: str | None) -> dict[str, tuple[Path, str]]:
     check_type("download", download, bool, "a bool")
     mirror = MIRROR if mirror is None else check_type("mirror", mirror, str, "a URL string")
     _check_env_dir()
-    _clean_stale_temporaries(cache_dir())
+    clean_stale_temporaries(cache_dir())
     files = dict(FASHION_MNIST_FILES)
     found = {stem: _find_local(stem, sha) for stem, sha in files.items()}
     missing = [stem for stem, hit in found.items() if hit is None]
@@ -312,7 +239,7 @@ def locate_fashion_mnist(*, download: bool = True, mirror: str | None = None) ->
 @functools.lru_cache(maxsize=2)
 def _load_arrays(key: tuple[tuple[str, str, int, int], ...]) -> tuple[np.ndarray, ...]:
     """Parse the four files; keyed on (path, hash, size, mtime) so a changed file is read again."""
-    arrays = [read_idx(_verified_bytes(Path(path).read_bytes(), sha, path)) for path, sha, _, _ in key]
+    arrays = [read_idx(verified_bytes(Path(path).read_bytes(), sha, path)) for path, sha, _, _ in key]
     x_train, y_train, x_test, y_test = arrays
     for x, y, part in ((x_train, y_train, "train"), (x_test, y_test, "test")):
         if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
