@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import jupytext
@@ -40,3 +42,14 @@ def test_the_chapter_names_the_kernel_make_install_registers(chapter):
     assert registered, "the Makefile registers the lab's kernel"
     assert nb.metadata["kernelspec"]["name"] == registered.group(1)
     assert nb.metadata["kernelspec"]["display_name"] == registered.group(2)
+
+
+def test_the_lab_loads_its_extensions_myst_included():
+    """jupyterlab-myst renders the chapters' roles and directives ({cite}, admonitions) in the lab; a
+    JupyterLab it is incompatible with installs it but disables it, which only this listing shows."""
+    jupyter = Path(sys.executable).with_name("jupyter")
+    out = subprocess.run([str(jupyter), "labextension", "list"], capture_output=True, text=True, timeout=120)
+    listing = re.sub(r"\x1b\[[0-9;]*m", "", out.stdout + out.stderr)  # without the colors
+    assert "not compatible" not in listing, listing
+    for extension in ("jupyterlab-myst", "jupyterlab-jupytext"):
+        assert re.search(rf"{extension} v\S+ enabled OK", listing), listing
