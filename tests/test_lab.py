@@ -8,9 +8,8 @@ import sys
 from pathlib import Path
 
 import jupytext
+import lab_format
 import pytest
-from jupytext.config import find_jupytext_configuration_file, load_jupytext_configuration_file
-from jupytext.formats import long_form_one_format
 
 import build_book
 
@@ -21,17 +20,11 @@ CHAPTERS = [f for f in PAGES if build_book.is_notebook(ROOT / f"{f}.md")]
 
 @pytest.mark.parametrize("page", PAGES)
 def test_a_save_from_the_lab_leaves_every_page_byte_identical(page):
-    """What Jupytext's contents manager does on save: read the text notebook, write it with the project's
-    Jupytext configuration (jupytext.toml). The lab opens every Markdown page as a notebook (make lab sets
-    that viewer) and starts the kernel, whose spec the save writes: plain pages too."""
+    """What Jupytext's contents manager does on save (tools/lab_format.py: read the text notebook, write it
+    with jupytext.toml). The lab opens every Markdown page as a notebook and starts the kernel, whose spec
+    the save writes: plain pages too. After a hand edit, `python tools/lab_format.py` fixes the layout."""
     path = ROOT / f"{page}.md"
-    config = load_jupytext_configuration_file(find_jupytext_configuration_file(str(path.parent)))
-    fmt = long_form_one_format("md:myst")
-    config.set_default_format_options(fmt)
-    text = path.read_text(encoding="utf-8")
-    nb = jupytext.reads(text, fmt="md:myst")
-    nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
-    assert jupytext.writes(nb, fmt=fmt) == text
+    assert lab_format.lab_text(path) == path.read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize("chapter", PAGES)

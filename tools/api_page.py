@@ -33,7 +33,9 @@ kernelspec:
 
 """
 
-HEADER = FRONT_MATTER + """(chap-api)=
+HEADER = (
+    FRONT_MATTER
+    + """(chap-api)=
 # API reference
 
 Every public module of the companion package `dltricks`, generated from its docstrings: what each function
@@ -41,6 +43,7 @@ takes (shapes, units, defaults), what it raises, and the paper or framework conv
 chapters show the source of the pieces they teach; this page lists everything. Regenerate it with
 `python tools/api_page.py` after adding a module (a test checks that it is up to date).
 """
+)
 
 
 def public_modules(package: Path = PACKAGE) -> list[str]:
