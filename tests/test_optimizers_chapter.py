@@ -72,6 +72,7 @@ def test_the_optimizer_table_names_the_measured_winner(opt):
         "AdaGrad": "adagrad",
         "RMSProp": "rmsprop",
         "AdaDelta": "adadelta",
+        "AdaDelta, Keras defaults": "adadelta_keras_defaults",
         "Adam": "adam",
         "AdamW": "adamw",
         "Nadam": "nadam",
@@ -96,3 +97,65 @@ def test_every_worded_comparison_matches_the_shared_rule(opt):
         comparison(opt, key)
     counts = [values(opt, f"sched_n_{k}")[0] for k in ("helps", "none", "hurts")]
     assert sum(counts) == values(opt, "sched_n_decaying")[0]
+
+
+def test_short_runs_show_the_symptoms_of_too_high_and_too_low_rates(opt):
+    # Too high: the loss turns non-finite within the short run in every seed, and a tenfold lower rate helps.
+    assert values(opt, "lr_short_nonfinite_1")[0] == len(opt["seeds"])
+    assert comparison(opt, "debug_lower_acc").verdict == "helps"
+    # Too low: a tenfold higher rate gives a clearly lower loss at the end of the same short run.
+    assert comparison(opt, "debug_raise_short").verdict == "helps"
+    initial = values(opt, "lr_initial_loss")
+    np.testing.assert_allclose(initial, np.log(10), rtol=0.15)  # ten classes, random weights
+    assert (values(opt, "lr_short_loss_0p001") < initial).all()  # slow, but falling
+    for key in ("debug_raise_acc", "debug_further_acc"):
+        comparison(opt, key)
+
+
+def test_the_plateau_rule_fires_during_training_and_piecewise_constant_uses_its_rates(opt):
+    # The prose lists, per seed, the epochs at which the rule cut the rate ("none" where it did not): it must
+    # have fired during training in the run, and every listed cut must show in the final rate.
+    cuts, first = values(opt, "plateau_n_cuts"), values(opt, "plateau_first_cut")
+    lr0 = values(opt, "sched_lr0")[0]
+    assert cuts.sum() >= 1, cuts
+    assert (first[cuts >= 1] < values(opt, "sched_epochs")[0]).all(), first  # before the end of training
+    np.testing.assert_allclose(values(opt, "plateau_final_lr"), lr0 * 0.5**cuts)
+    assert values(opt, "sched_piecewise_n_used")[0] == 3
+    used = [float(v) for v in opt["results"]["sched_piecewise_used"]["value"].split(", ")]
+    np.testing.assert_allclose(used, [lr0, lr0 / 10, lr0 / 100])
+    assert values(opt, "sched_n_decaying")[0] == 7
+
+
+def test_adadelta_without_a_learning_rate_beats_keras_default_rate(opt):
+    assert values(opt, "adadelta_torch_default_lr")[0] == 1.0
+    if isinstance(opt["results"]["keras_adadelta_default_lr"]["value"], float):
+        assert opt["results"]["keras_adadelta_default_lr"]["value"] == pytest.approx(0.001)
+    # Keras' default rate scales Zeiler's steps down a thousandfold: in a short run it barely learns.
+    assert comparison(opt, "adadelta_vs_keras").verdict == "helps"
+    comparison(opt, "adadelta_vs_adam")
+    median, p10, p90 = (values(opt, f"adadelta_eff_{k}") for k in ("median", "p10", "p90"))
+    assert (p10 < median).all() and (median < p90).all()  # per-weight rates, not one rate
+    near1 = values(opt, "adadelta_eff_near1")
+    assert ((near1 >= 0) & (near1 <= 1)).all()
+
+
+def test_batch_norm_statistics_over_tiny_groups_hurt(opt):
+    # Two examples per group: every normalized feature is +-1 in training, unlike at test time.
+    assert comparison(opt, "bn_g2_vs_full").verdict == "hurts"
+    means = {g: values(opt, f"bn_acc_{g}").mean() for g in ("g2", "g4", "g8", "full")}
+    assert means["g2"] < means["g4"] and means["g2"] < means["g8"], means
+    for key in ("bn_vs_plain", "bn_g4_vs_full", "bn_g8_vs_full"):
+        comparison(opt, key)
+
+
+def test_weight_decay_with_batch_norm_shrinks_the_weights_and_raises_the_effective_step(opt):
+    assert values(opt, "wd_scale_change")[0] < 1e-3  # scale invariance (up to batch norm's epsilon)
+    assert values(opt, "wd_cos_max")[0] < 1e-3  # the gradient is orthogonal to the weights
+    init, none, wd = (values(opt, f"wd_norm_{k}") for k in ("init", "none", "wd"))
+    assert (none > init).all()  # without decay, gradient steps only lengthen w
+    assert (wd < none).all()
+    assert (values(opt, "wd_rel_ratio") > 1).all()
+    # ... and both beyond the seed-to-seed spread (the shared paired rule), as the prose says.
+    assert comparison(opt, "wd_norm_change").verdict == "helps"
+    assert comparison(opt, "wd_rel_change").verdict == "helps"
+    comparison(opt, "wd_bn_acc")
