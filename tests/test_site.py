@@ -37,6 +37,7 @@ MIN_FIGURES = {
     "optimizers": 6,
     "recipe": 3,
     "distillation": 4,
+    "gpu": 5,
     "transfer": 3,
 }
 

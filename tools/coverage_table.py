@@ -26,6 +26,7 @@ CLAIMS = {
     "recipe": "test_recipe_chapter.py",
     "transfer": "test_transfer_chapter.py",
     "distillation": "test_distillation_chapter.py",
+    "gpu": "test_gpu_chapter.py",
 }
 # Rows whose section teaches a package module it neither shows nor imports by name in that section (the
 # optimizers are built once, at the top of their chapter), or imports a helper that is not the technique.
