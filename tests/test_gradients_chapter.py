@@ -6,8 +6,6 @@ from __future__ import annotations
 import pytest
 from chapter_results import check_run_metadata, comparison, values
 
-from dltricks.compare import compare_paired
-
 pytestmark = pytest.mark.book
 
 CHANCE = 0.10  # ten balanced classes
@@ -39,12 +37,44 @@ def test_sigmoid_with_unit_normal_weights_saturates_rather_than_vanishes(grad):
 def test_fifty_layer_plain_sigmoid_stays_at_chance_while_batch_norm_and_residual_learn(grad):
     assert values(grad, "deeper")[0] == 50
     plain = values(grad, "deep50_acc_plain_sigmoid")
-    assert plain.mean() < CHANCE + 0.05, plain
-    # "learn": clearly better than the plain network by the shared rule (paired over seeds, beyond the
-    # seed spread and the test set's sampling error), not a fixed accuracy tuned to one run.
-    n_test = grad["results"]["deep50_bn_sigmoid_vs_plain_relu"]["comparison"]["n_test"]
-    for key in ("deep50_acc_bn_sigmoid", "deep50_acc_residual_relu"):
-        assert compare_paired(values(grad, key), plain, n_test=n_test).verdict == "helps", key
+    assert (plain <= values(grad, "learn_bar")[0]).all(), plain
+    # "learn": clearly better than the plain sigmoid network by the shared rule (paired over seeds, beyond
+    # the seed spread and the test set's sampling error), not a fixed accuracy tuned to one run. Against the
+    # plain ReLU network the verdict depends on the budget (the full profile trains it far longer), so the
+    # prose only quotes it.
+    for key in ("bn_sigmoid", "residual_relu"):
+        assert comparison(grad, f"deep50_{key}_vs_plain_sigmoid").verdict == "helps", key
+        comparison(grad, f"deep50_{key}_vs_plain_relu")
+    words = grad["results"]["deep50_plain_sigmoid_words"]["value"]
+    assert words == "stays at chance on every seed", words
+
+
+def test_the_learns_wording_follows_the_recorded_accuracies(grad):
+    bar = values(grad, "learn_bar")[0]
+    assert bar == pytest.approx(CHANCE + 3 * (CHANCE * (1 - CHANCE) / values(grad, "n_test_grad")[0]) ** 0.5)
+    acc = values(grad, "deep_acc_sigmoid_glorot")
+    words = grad["results"]["sigmoid_glorot_words"]["value"]
+    assert ("stays at chance" in words) == (acc <= bar).all(), (words, acc)
+
+
+def test_layerwise_pretraining_trains_the_deep_sigmoid_network_that_does_not_learn_without_it(grad):
+    # Pre-training plus fine-tuning costs no more than about the baseline's epochs (multiply-adds)...
+    assert (values(grad, "pre_budget_epochs") <= values(grad, "epochs")[0] + 0.5).all()
+    # ... the baseline stays at chance, the pre-trained stack alone is above it, and fine-tuned it clearly
+    # beats the baseline by the shared rule.
+    bar = values(grad, "learn_bar")[0]
+    assert (values(grad, "deep_acc_sigmoid_glorot") <= bar).all()
+    assert (values(grad, "pre_acc_stacked") > bar).all()
+    assert comparison(grad, "pre_vs_none").verdict == "helps"
+
+
+def test_l1_and_l2_shrink_the_bound_on_the_backward_gain(grad):
+    # log10 of the product of the layers' spectral norms, per seed, after the same training budget.
+    none = values(grad, "reg_spec_none")
+    for key in ("l2", "l1"):
+        assert (values(grad, f"reg_spec_{key}") < none).all(), key
+        comparison(grad, f"reg_{key}_vs_none")
+    assert "not consistently" not in grad["results"]["reg_l2_spec_words"]["value"]
 
 
 def test_exploding_rnn_goes_non_finite_without_clipping_and_stays_finite_with_it(grad):
@@ -76,6 +106,13 @@ def test_selu_self_normalizes_at_depth(grad):
 def test_every_worded_comparison_matches_the_shared_rule(grad):
     # The prose words these differences by their recorded verdicts; each must be what the shared rule gives.
     keys = [k for k, e in grad["results"].items() if "comparison" in e]
-    assert {"deep50_bn_sigmoid_vs_plain_relu", "deep50_residual_relu_vs_plain_relu"} <= set(keys), keys
+    assert {
+        "deep50_bn_sigmoid_vs_plain_relu",
+        "deep50_residual_relu_vs_plain_relu",
+        "pre_vs_none",
+        "reg_l2_vs_none",
+        "reg_l1_vs_none",
+        "deep_n01_vs_tanh",
+    } <= set(keys), keys
     for key in keys:
         comparison(grad, key)
