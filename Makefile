@@ -1,6 +1,7 @@
 # Training Deep Networks: build the book and test the companion package.
 #   make book    set up .venv if needed, execute every chapter with papermill, render _build/html
 #   make test    set up .venv if needed, build the book in the quick profile, run the whole test suite
+#   make mutate  mutation testing of the core modules against their own unit tests (mutmut; slow, not in CI)
 # Overridable: make book PROFILE=full DEVICE=cuda SEED=0   (PROFILE=auto: full with a GPU, quick without)
 #              make book JOBS=2    chapters executed at once (default: the number of cores)
 #              make book FORCE=1   execute every chapter again, ignoring the build cache
@@ -35,7 +36,7 @@ MATHJAX_VERSION   := 3.2.2
 MATHJAX_INTEGRITY := Bt+SSVU8eBG27zChVewOicYs7Xsdt40qm4+UpHyX7k0/O9NliPc+x77k1/FEsPsjKPZGJvtRZM1vO+geW0OhGw==
 MATHJAX           := $(VENV)/share/mathjax
 
-.PHONY: install book test bench lab notebooks data lint clean mathjax
+.PHONY: install book test bench lab notebooks data lint clean mathjax mutate
 
 install: $(STAMP) mathjax
 
@@ -78,6 +79,12 @@ test: $(STAMP) mathjax
 bench: $(STAMP)
 	$(PY) -m pytest benchmarks --benchmark-only -p no:cacheprovider
 
+# Each core module's unit tests against small planted bugs, one module and one process at a time; work dirs
+# in _build/mutate; prints killed / counted per module (equivalent mutants listed in tools/mutate.py).
+# make mutate MODULES="clip sgd" runs only those; tools/mutate.py --recheck reruns only the last survivors.
+mutate: $(STAMP)
+	nice -n 19 $(PY) tools/mutate.py $(MODULES)
+
 lint: $(STAMP)
 	$(PY) -m ruff check companion tests tools benchmarks
 	$(PY) -m ruff format --check companion tests tools benchmarks
@@ -95,7 +102,7 @@ lab: $(STAMP)
 notebooks: $(STAMP)
 	@mkdir -p _build/notebooks
 	@for f in book/*.md; do \
-		if head -c 2000 $$f | grep -q 'kernelspec:'; then \
+		if grep -q '```{code-cell}' $$f; then \
 			$(PY) -m jupytext --quiet --to ipynb -o _build/notebooks/$$(basename $${f%.md}).ipynb $$f; fi; done
 	@echo "notebooks written to _build/notebooks/"
 

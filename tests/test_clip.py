@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 from types import SimpleNamespace
 
 import numpy as np
@@ -120,14 +121,18 @@ def test_per_tensor_norm_clipping_bounds_each_tensor_and_keeps_directions(shapes
 
 @settings(max_examples=30, deadline=None, database=None)
 @given(total=st.floats(1e-3, 1e4), c=st.floats(1e-2, 10.0))
-def test_torch_and_keras_global_norm_factors_differ_at_the_eps_level(total, c):
+def test_global_norm_factor_is_torchs_and_differs_from_keras_at_the_eps_level(total, c):
     eps = 1e-6
-    torch_factor = min(1.0, c / (total + eps))
-    keras_factor = c / max(total, c)
+    ours, theirs = _param([total * 0.6, total * 0.8]), _param([total * 0.6, total * 0.8])
+    norm = clip_by_global_norm_([ours], c)
+    torch.nn.utils.clip_grad_norm_([theirs], c)
+    torch.testing.assert_close(ours.grad, theirs.grad, rtol=1e-12, atol=0)  # torch's factor min(1, c/(t+eps))
+    factor = (ours.grad.norm() / norm).item()
+    keras_factor = c / max(norm.item(), c)
     # |c/t - c/(t+eps)| = c eps / (t (t+eps)) <= eps / t when t >= c; below c both are 1 unless t > c - eps.
-    assert abs(torch_factor - keras_factor) <= eps / max(total, c) * (1 + 1e-9)
+    assert abs(factor - keras_factor) <= eps / max(total, c) * (1 + 1e-6)
     if total <= c - eps:
-        assert torch_factor == keras_factor == 1.0
+        assert torch.equal(ours.grad, torch.tensor([total * 0.6, total * 0.8], dtype=torch.float64))
 
 
 @pytest.mark.keras
@@ -182,13 +187,25 @@ def test_global_norm_clipping_does_not_synchronize_cuda():
     grads = [torch.randn_like(p) * 10 for p in params]
     for p, g in zip(params, grads):
         p.grad = g
+    reference = [p.detach().clone().requires_grad_() for p in params]
+    for r, g in zip(reference, grads):
+        r.grad = g.clone()
+    expected_total = torch.nn.utils.clip_grad_norm_(reference, 1.0)
+    expected_norms = [r.grad.norm() for r in reference]
+    expected = [r.grad * torch.clamp(1.0 / n, max=1.0) for r, n in zip(reference, expected_norms)]
     torch.cuda.synchronize()
-    torch.cuda.set_sync_debug_mode("error")
+    torch.cuda.set_sync_debug_mode("error")  # any host sync inside the two calls raises
     try:
-        clip_by_global_norm_(params, 1.0)
-        clip_by_norm_(params, 1.0)
+        total = clip_by_global_norm_(params, 1.0)
+        norms = clip_by_norm_(params, 1.0)
     finally:
         torch.cuda.set_sync_debug_mode("default")
+    # and the results are torch's (float32 on the GPU: rtol 1e-5)
+    assert total.device.type == "cuda" and all(n.device.type == "cuda" for n in norms)
+    torch.testing.assert_close(total, expected_total, rtol=1e-5, atol=0)
+    torch.testing.assert_close(torch.stack(norms), torch.stack(expected_norms), rtol=1e-5, atol=0)
+    for p, e in zip(params, expected):
+        torch.testing.assert_close(p.grad, e, rtol=1e-5, atol=1e-7)
 
 
 def test_parameters_without_gradients_are_skipped_and_a_single_tensor_is_accepted():
@@ -267,3 +284,101 @@ def test_callback_with_a_large_threshold_changes_nothing():
 def test_bad_input_is_rejected(call, error, pattern):
     with pytest.raises(error, match=pattern):
         call()
+
+
+def _message(name, expected, value):
+    return "^" + re.escape(f"`{name}` must be {expected}. Received: {name}={value!r}") + "$"
+
+
+POSITIVE = "a real number in (0, inf)"
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "name", "expected", "value"),
+    [
+        (lambda: clip_vector_by_value([1.0], 1.0), TypeError, "g", "a torch.Tensor", [1.0]),
+        (lambda: clip_vector_by_norm((1.0,), 1.0), TypeError, "g", "a torch.Tensor", (1.0,)),
+        (lambda: clip_vector_by_value(torch.ones(2), -1.0), ValueError, "clip_value", POSITIVE, -1.0),
+        (lambda: clip_vector_by_norm(torch.ones(2), -1.0), ValueError, "max_norm", POSITIVE, -1.0),
+        (lambda: clip_by_global_norm_([_param([1.0])], -2.0), ValueError, "max_norm", POSITIVE, -2.0),
+        (lambda: clip_by_global_norm_([_param([1.0])], True), TypeError, "max_norm", POSITIVE, True),
+        (lambda: GradientClipping(threshold=-1.0), ValueError, "threshold", POSITIVE, -1.0),
+        (lambda: GradientClipping(record=1), TypeError, "record", "True or False", 1),
+    ],
+)
+def test_errors_have_the_right_type_and_name_the_argument_and_its_rule(call, error, name, expected, value):
+    with pytest.raises(error, match=_message(name, expected, value)):
+        call()
+
+
+@pytest.mark.parametrize(
+    ("call", "name"),
+    [
+        (lambda: clip_vector_by_value(torch.ones(2), 0.0), "clip_value"),
+        (lambda: clip_vector_by_norm(torch.ones(2), 0.0), "max_norm"),
+        (lambda: clip_by_value_([_param([1.0])], 0.0), "clip_value"),
+        (lambda: clip_by_norm_([_param([1.0])], 0.0), "max_norm"),
+        (lambda: clip_by_global_norm_([_param([1.0])], 0.0), "max_norm"),
+        (lambda: GradientClipping("value", 0.0), "threshold"),
+    ],
+)
+def test_a_threshold_of_zero_is_refused_everywhere(call, name):
+    # A zero bound would silently zero every gradient; torch's own clip_grad_norm_ accepts it, we do not.
+    with pytest.raises(ValueError, match=_message(name, POSITIVE, 0.0)):
+        call()
+
+
+def test_infinite_max_norm_measures_the_global_norm_without_clipping_like_torch():
+    ours, theirs = _param([3.0, -4.0]), _param([3.0, -4.0])
+    total = clip_by_global_norm_([ours], float("inf"))
+    expected = torch.nn.utils.clip_grad_norm_([theirs], float("inf"))
+    torch.testing.assert_close(total, expected, rtol=0, atol=0)
+    assert total.item() == 5.0 and torch.equal(ours.grad, torch.tensor([3.0, -4.0], dtype=torch.float64))
+    with pytest.raises(
+        ValueError, match=_message("max_norm", POSITIVE, float("-inf")).replace("real", "finite real")
+    ):
+        clip_by_global_norm_([ours], float("-inf"))
+
+
+def test_clipping_by_value_bounds_both_signs_like_torch():
+    g = torch.tensor([-5.0, -0.5, 0.25, 7.0], dtype=torch.float64)
+    expected = torch.tensor([-1.0, -0.5, 0.25, 1.0], dtype=torch.float64)
+    assert torch.equal(clip_vector_by_value(g, 1.0), expected)
+    ours, theirs = _param(g.tolist()), _param(g.tolist())
+    clip_by_value_([ours], 1.0)
+    torch.nn.utils.clip_grad_value_([theirs], 1.0)
+    assert torch.equal(ours.grad, theirs.grad) and torch.equal(ours.grad, expected)
+
+
+def test_a_fresh_callback_has_the_documented_defaults():
+    cb = GradientClipping()
+    assert (cb.mode, cb.threshold, cb.record) == ("global_norm", 1.0, False)
+    assert cb.last_norm is None and cb.norms == []
+
+
+def _linear_with_grads():
+    model = nn.Linear(2, 1, dtype=torch.float64)
+    model.weight.grad = torch.tensor([[3.0, 4.0]], dtype=torch.float64)
+    model.bias.grad = torch.tensor([0.5], dtype=torch.float64)
+    return model
+
+
+@pytest.mark.parametrize(
+    ("mode", "reference"),
+    [
+        ("global_norm", lambda ps: torch.nn.utils.clip_grad_norm_(ps, 1.0)),
+        ("norm", lambda ps: [p.grad.mul_(min(1.0, 1.0 / p.grad.norm().item())) for p in ps]),
+        ("value", lambda ps: torch.nn.utils.clip_grad_value_(ps, 1.0)),
+    ],
+)
+def test_each_callback_mode_applies_its_own_rule(mode, reference):
+    model, expected = _linear_with_grads(), _linear_with_grads()
+    reference(list(expected.parameters()))
+    cb = GradientClipping(mode, 1.0)
+    cb.on_before_step(SimpleNamespace(model=model))
+    for p, q in zip(model.parameters(), expected.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-12, atol=0)
+    torch.testing.assert_close(cb.last_norm.item(), 25.25**0.5, rtol=1e-12, atol=0)  # before clipping
+    n = 25.25**0.5  # the rules really differ: one factor for all tensors, one per tensor, per element
+    modes = {"global_norm": [3.0 / n, 4.0 / n], "norm": [0.6, 0.8], "value": [1.0, 1.0]}
+    torch.testing.assert_close(model.weight.grad.flatten().tolist(), modes[mode], rtol=1e-5, atol=0)

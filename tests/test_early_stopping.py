@@ -8,6 +8,7 @@ monitored value in the epoch's history record with the next value of a list (``N
 from __future__ import annotations
 
 import importlib.util
+import re
 import warnings
 
 import pytest
@@ -223,3 +224,102 @@ def test_state_round_trip_resumes_the_same_decisions():
 def test_load_state_dict_names_what_is_wrong(state):
     with pytest.raises(TypeError, match=r"`state` must be a mapping with the keys \['best', 'best_epoch'"):
         EarlyStopping().load_state_dict(state)
+
+
+@pytest.mark.parametrize("mode", ["min", "max"])
+def test_a_tie_is_not_an_improvement_in_either_mode(mode):
+    sign = 1.0 if mode == "min" else -1.0
+    epochs, es, _, _ = run([sign * 0.5, sign * 0.5, sign * 0.25], key="val_accuracy", mode=mode, patience=0)
+    assert (epochs, es.best, es.best_epoch, es.stopped_epoch) == (2, sign * 0.5, 1, 2)
+
+
+@pytest.mark.parametrize("mode", ["min", "max"])
+def test_min_delta_in_either_mode_needs_a_gain_strictly_beyond_it(mode):
+    # Dyadic values, so the sums are exact: 0.75 is exactly best + min_delta (not enough), 0.625 is a
+    # gain below min_delta, 1.0 a gain beyond it. In max mode a loss smaller than min_delta is no gain.
+    values = [0.5, 0.75, 0.625, 0.375, 1.0]
+    sign = 1.0 if mode == "max" else -1.0
+    _, es, _, _ = run([sign * v for v in values], key="val_score", mode=mode, min_delta=0.25, patience=9)
+    assert (es.best, es.best_epoch, es.wait, es.stopped_epoch) == (sign * 1.0, 5, 0, None)
+    _, es, _, _ = run([sign * v for v in values[:4]], key="val_score", mode=mode, min_delta=0.25, patience=9)
+    assert (es.best, es.best_epoch, es.wait) == (sign * 0.5, 1, 3)
+
+
+def test_a_fresh_callback_has_the_documented_defaults_and_an_empty_state():
+    es = EarlyStopping()
+    assert (es.monitor, es.mode, es.patience, es.min_delta) == ("val_loss", "min", 5, 0.0)
+    assert (es.restore_best_weights, es.start_from_epoch) == (True, 0)
+    assert es.state_dict() == {
+        "best": None,
+        "best_epoch": None,
+        "wait": 0,
+        "stopped_epoch": None,
+        "best_state": None,
+    }
+    # and the default patience of 5 is what stops a run: best at epoch 1, stop at epoch 6
+    epochs, stopper, _, _ = run([0.5] + [0.75] * 9)
+    assert (epochs, stopper.stopped_epoch, stopper.wait) == (6, 6, 5)
+
+
+def test_a_loaded_state_restores_the_saved_best_weights():
+    _, first, script, _ = run([1.0, 0.5, 0.75], patience=5)
+    saved = first.state_dict()
+    torch.manual_seed(1)
+    net = torch.nn.Linear(3, 2)
+    second = EarlyStopping("val_loss", patience=5)
+    second.load_state_dict(saved)
+    assert (second.best, second.best_epoch, second.wait, second.stopped_epoch) == (0.5, 2, 1, None)
+    second.on_train_end(TrainState(net, torch.optim.SGD(net.parameters(), lr=0.1), History()))
+    for key, value in net.state_dict().items():
+        assert torch.equal(value, script.snapshots[2][key])  # the weights of the best epoch, epoch 2
+
+
+def test_a_wrong_monitor_type_is_named_with_the_rule():
+    message = "`monitor` must be a string naming a History key. Received: monitor=3"
+    with pytest.raises(TypeError, match="^" + re.escape(message) + "$"):
+        EarlyStopping(3)
+
+
+def test_a_fresh_state_loads_and_loaded_weights_are_copies():
+    fresh = EarlyStopping()
+    fresh.load_state_dict(EarlyStopping().state_dict())
+    assert fresh.state_dict() == EarlyStopping().state_dict()
+    _, first, _, _ = run([1.0, 0.5], patience=5)
+    saved = first.state_dict()
+    second = EarlyStopping()
+    second.load_state_dict(saved)
+    for key, value in saved["best_state"].items():
+        assert torch.equal(second.best_state[key], value)
+        assert second.best_state[key].data_ptr() != value.data_ptr()  # not aliased with the caller's tensors
+
+
+def test_load_state_dict_error_shows_what_it_received():
+    with pytest.raises(TypeError, match=r"\. Received: state='x'$"):
+        EarlyStopping().load_state_dict("x")
+
+
+def test_nothing_happens_without_history_or_without_a_monitored_epoch():
+    net = torch.nn.Linear(3, 2)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    state = TrainState(net, torch.optim.SGD(net.parameters(), lr=0.1), History())
+    es = EarlyStopping(restore_best_weights=True)
+    state.epoch = 1
+    es.on_epoch_end(state)  # no record at all
+    es.on_train_end(state)  # nothing to restore
+    assert es.state_dict() == EarlyStopping().state_dict() and not state.stop
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
+
+
+def test_without_restore_a_loaded_best_state_is_not_applied():
+    _, first, script, net = run([1.0, 0.5, 0.75], patience=5)
+    last = {k: v.clone() for k, v in net.state_dict().items()}
+    es = EarlyStopping(restore_best_weights=False)
+    es.load_state_dict(first.state_dict())
+    es.on_train_end(TrainState(net, torch.optim.SGD(net.parameters(), lr=0.1), History()))
+    assert all(torch.equal(v, last[k]) for k, v in net.state_dict().items())
+
+
+def test_start_from_epoch_ignores_exactly_that_many_epochs():
+    # epochs 1 and 2 are warm-up: the 0.1 of epoch 2 must not become the best
+    _, es, _, _ = run([0.2, 0.1, 0.5, 0.75], start_from_epoch=2, patience=5)
+    assert (es.best, es.best_epoch, es.wait) == (0.5, 3, 1)

@@ -32,6 +32,10 @@ CASES = [
     pytest.param("sgd", {"lr": 0.05, "momentum": 0.9, "nesterov": True}, id="sgd-nesterov"),
     pytest.param("sgd", {"lr": 0.05, "momentum": 0.9, "weight_decay": 0.01}, id="sgd-weight-decay"),
     pytest.param("sgd", {"lr": 0.05, "momentum": 0.8, "dampening": 0.3}, id="sgd-dampening"),
+    # Hyperparameters at their edges: 1.0 is where a `!= 0` test mistyped as `!= 1` would switch a term off.
+    pytest.param("sgd", {"lr": 0.01, "weight_decay": 1.0}, id="sgd-weight-decay-one"),
+    pytest.param("sgd", {"lr": 0.002, "momentum": 1.0}, id="sgd-momentum-one"),
+    pytest.param("sgd", {"lr": 0.05, "momentum": 0.5, "dampening": 1.0}, id="sgd-dampening-one"),
     pytest.param("adagrad", {"lr": 0.1}, id="adagrad-plain"),
     pytest.param(
         "adagrad",
@@ -49,6 +53,8 @@ CASES = [
     pytest.param("adam", {"lr": 0.01}, id="adam-plain"),
     pytest.param("adam", {"lr": 0.01, "amsgrad": True}, id="adam-amsgrad"),
     pytest.param("adam", {"lr": 0.01, "weight_decay": 0.01, "betas": (0.8, 0.99)}, id="adam-weight-decay"),
+    pytest.param("adam", {"lr": 0.01, "weight_decay": 1.0}, id="adam-weight-decay-one"),
+    pytest.param("adam", {"lr": 0.01, "betas": (0.0, 0.0), "eps": 1e-3}, id="adam-betas-zero"),
     pytest.param("adamw", {"lr": 0.01}, id="adamw-default-decay"),
     pytest.param("adamw", {"lr": 0.01, "weight_decay": 0.1, "amsgrad": True}, id="adamw-amsgrad"),
     pytest.param("nadam", {"lr": 0.01}, id="nadam-plain"),
@@ -216,7 +222,7 @@ def test_random_hyperparameters_and_shapes_match_torch(name, lr, beta, weight_de
     assert _max_diff(results[0], results[2]) <= PARITY_ATOL
 
 
-# -- behaviour of step() -------------------------------------------------------------------------------------
+# -- behavior of step() -------------------------------------------------------------------------------------
 
 
 def test_step_calls_the_closure_with_gradients_enabled_and_returns_its_loss():
@@ -526,3 +532,35 @@ def test_a_refused_param_group_leaves_the_optimizer_unchanged():
     with pytest.raises(ValueError, match=r"`eps`"):
         opt.add_param_group({"params": [torch.nn.Parameter(torch.ones(1))], "eps": -1.0})
     assert len(opt.param_groups) == 1
+
+
+@pytest.mark.parametrize("foreach", [False, True], ids=["loop", "foreach"])
+@pytest.mark.parametrize(
+    ("name", "hyper"),
+    [
+        ("sgd", {"lr": 0.05, "momentum": 0.8, "dampening": 0.3}),
+        ("sgd", {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 0.1}),
+        ("adam", {"lr": 0.01, "weight_decay": 0.1}),
+        ("adam", {"lr": 0.01, "amsgrad": True}),
+    ],
+)
+def test_a_parameter_whose_first_gradient_comes_later_matches_torch(name, hyper, foreach):
+    """The second tensor has no gradient for the first 3 steps, so on the multi-tensor path its momentum
+    buffer is born while the first tensor's is already running (SGD's mixed branch, with dampening)."""
+    runs = []
+    for cls in (OPTIMIZERS[name], torch_counterpart(name)):
+        g = torch.Generator().manual_seed(3)
+        a, b = (torch.nn.Parameter(torch.randn(4, generator=g, dtype=F64)) for _ in range(2))
+        b0 = b.detach().clone()
+        opt = cls([a, b], **hyper, foreach=foreach)
+        for step in range(8):
+            opt.zero_grad()
+            loss = (a.sin() * torch.arange(1.0, 5.0, dtype=F64)).sum()
+            if step >= 3:
+                loss = loss + (a * b).pow(2).sum() + b.cos().sum()
+            loss.backward()
+            opt.step()
+        runs.append((a.detach().clone(), b.detach().clone(), b0))
+    (a, b, b0), (ta, tb, _) = runs
+    assert _max_diff([a, b], [ta, tb]) <= PARITY_ATOL
+    assert (b - b0).abs().max() > 1e-3  # it did move once its gradient came

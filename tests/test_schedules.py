@@ -13,6 +13,7 @@ import functools
 import importlib.util
 import math
 import os
+import re
 import warnings
 
 import numpy as np
@@ -728,3 +729,59 @@ def test_bad_rates_from_the_function_and_optimizers_without_momentum_are_rejecte
             callbacks=[Schedule(lambda k: 0.1, momentum=lambda k: 0.9)],
             progress=False,
         )
+
+
+@pytest.mark.parametrize("threshold_mode", ["rel", "abs"])
+@pytest.mark.parametrize("mode", ["min", "max"])
+def test_reduce_on_plateau_thresholds_and_ties_far_from_one_are_torchs(mode, threshold_mode):
+    # Far from 1, a relative threshold of 0.5 (best * 1.5, or best * 0.5 in min mode) and an absolute one
+    # (best +- 0.5) disagree, so swapping the two rules changes the rates; an exact tie (the second value)
+    # is a bad update in every mode. Counted by hand from the docstring's rule, and checked against torch.
+    values = {"max": [10.0, 10.0, 10.75, 16.0, 16.0, 16.25, 24.5, 24.5],
+              "min": [16.0, 16.0, 15.25, 10.0, 10.0, 9.75, 4.0, 4.0]}[mode]  # fmt: skip
+    kwargs = {"factor": 0.5, "patience": 0, "mode": mode, "threshold": 0.5, "threshold_mode": threshold_mode}
+    plateau = ReduceOnPlateau(0.1, **kwargs)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    theirs = S.ReduceLROnPlateau(opt, **kwargs)
+    rates = []
+    for value in values:
+        theirs.step(value)
+        rates.append(plateau.update(value))
+        assert rates[-1] == opt.param_groups[0]["lr"]
+    assert rates[1] == 0.05 and plateau.best == values[-1]
+    reductions = sum(a != b for a, b in zip([0.1, *rates], rates))
+    assert (
+        reductions
+        == {("max", "rel"): 5, ("max", "abs"): 4, ("min", "rel"): 6, ("min", "abs"): 4}[mode, threshold_mode]
+    )
+
+
+@pytest.mark.parametrize("factor", [0.0, 1.0])
+def test_reduce_on_plateau_refuses_a_factor_at_either_edge(factor):
+    message = f"`factor` must be a real number in (0, 1). Received: factor={factor!r}"
+    with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
+        ReduceOnPlateau(0.1, factor=factor)
+
+
+@pytest.mark.parametrize("mode", ["min", "max"])
+def test_a_fresh_plateau_rule_and_callback_have_the_documented_state(mode):
+    plateau = ReduceOnPlateau(0.1, mode=mode)
+    expected = {"lr": 0.1, "best": math.inf if mode == "min" else -math.inf, "num_bad": 0}
+    expected |= {"cooldown_counter": 0, "updates": 0}
+    assert plateau.state_dict() == expected
+    assert PlateauSchedule(plateau).state_dict() == expected
+    defaults = (plateau.factor, plateau.patience, plateau.threshold, plateau.threshold_mode, plateau.cooldown)
+    assert defaults == (0.1, 10, 1e-4, "rel", 0) and (plateau.min_lr, plateau.eps) == (0.0, 1e-8)
+    restored = ReduceOnPlateau(0.5, mode=mode)
+    restored.load_state_dict(plateau.state_dict())  # a fresh state loads, infinite best included
+    assert restored.state_dict() == expected
+    assert repr(plateau) == f"ReduceOnPlateau(lr=0.1, best={expected['best']:g}, num_bad=0)"
+
+
+def test_a_plateau_metric_must_be_a_number_or_a_one_element_tensor():
+    plateau = ReduceOnPlateau(0.1)
+    assert plateau.update(torch.tensor([0.5])) == 0.1 and plateau.best == 0.5
+    message = "`metric` must be a real number or a one-element tensor. Received: metric="
+    for bad in (True, torch.ones(2)):
+        with pytest.raises(TypeError, match="^" + re.escape(message + repr(bad)) + "$"):
+            plateau.update(bad)

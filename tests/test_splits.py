@@ -119,3 +119,80 @@ def test_subsample_and_pairs_reject_bad_arguments() -> None:
         train_val_split([1, 2], y[:2], val_size=1, seed=0)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=re.escape("Received: y.shape=(100, 1)")):
         subsample(x, y[:, None], n=10, seed=0)
+
+
+def test_unstratified_draws_are_the_documented_permutation_and_do_not_stratify() -> None:
+    # stratify=False: the validation part is the first n_val of default_rng(seed).permutation(n), the
+    # subset the first n of it, whatever the labels; a stratified draw of the same sizes looks different.
+    x, y = _toy()
+    _, _, x_va, _ = train_val_split(x, y, val_size=20, seed=4, stratify=False)
+    assert np.array_equal(x_va[:, 0] // 2, np.sort(np.random.default_rng(4).permutation(100)[:20]))
+    sx, _ = subsample(x, y, n=30, seed=5, stratify=False)
+    assert np.array_equal(sx[:, 0] // 2, np.sort(np.random.default_rng(5).permutation(100)[:30]))
+    # Over seeds, an unstratified validation part of 20 from classes of 50/25/20/5 does not always hold
+    # exactly the stratified counts 10/5/4/1; the stratified one always does.
+    plain, strat = set(), set()
+    for seed in range(10):
+        plain.add(tuple(np.bincount(train_val_split(x, y, val_size=20, seed=seed)[3], minlength=4)))
+        strat.add(
+            tuple(np.bincount(train_val_split(x, y, val_size=20, seed=seed, stratify=True)[3], minlength=4))
+        )
+    assert strat == {(10, 5, 4, 1)} and len(plain) > 1
+
+
+def test_a_fraction_is_rounded_to_the_nearest_count() -> None:
+    x, y = np.arange(10), np.arange(10) % 2
+    for fraction, n_val in [(0.14, 1), (0.16, 2), (0.44, 4), (0.46, 5), (0.9, 9)]:
+        assert len(train_val_split(x, y, val_size=fraction, seed=0)[2]) == n_val
+    assert len(train_val_split(x, y, val_size=np.float32(0.5), seed=0)[2]) == 5
+    assert len(train_val_split(x, y, val_size=np.int64(3), seed=0)[2]) == 3
+
+
+NONEMPTY = "`val_size` must be a fraction leaving both parts non-empty for 10 examples."
+
+
+def _exact(message: str) -> str:
+    return "^" + re.escape(message) + "$"
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (lambda x, y: train_val_split(x, y, val_size=0.04, seed=0), ValueError,
+         f"{NONEMPTY} Received: val_size=0.04"),
+        (lambda x, y: train_val_split(x, y, val_size=0.96, seed=0), ValueError,
+         f"{NONEMPTY} Received: val_size=0.96"),
+        (lambda x, y: train_val_split(x, y, val_size=1.0, seed=0), ValueError,
+         "`val_size` must be a real number in (0, 1). Received: val_size=1.0"),
+        (lambda x, y: train_val_split(x, y, val_size=10, seed=0), ValueError,
+         "`val_size` must be an integer in [1, 9]. Received: val_size=10"),
+        (lambda x, y: train_val_split(x, y, val_size="3", seed=0), TypeError,
+         "`val_size` must be an int count or a float fraction in (0, 1). Received: val_size='3'"),
+        (lambda x, y: train_val_split(x, y, val_size=3, seed=-1), ValueError,
+         "`seed` must be an integer >= 0. Received: seed=-1"),
+        (lambda x, y: train_val_split(x, y, val_size=3, seed=0, stratify=1), TypeError,
+         "`stratify` must be a bool. Received: stratify=1"),
+        (lambda x, y: subsample(x, y, n=11, seed=0), ValueError,
+         "`n` must be an integer in [1, 10]. Received: n=11"),
+        (lambda x, y: subsample(x, y, n=3, seed=-2), ValueError,
+         "`seed` must be an integer >= 0. Received: seed=-2"),
+        (lambda x, y: subsample(x, y, n=3, seed=0, stratify=None), TypeError,
+         "`stratify` must be a bool. Received: stratify=None"),
+        (lambda x, y: subsample(x.tolist(), y, n=3, seed=0), TypeError,
+         "`x` must be a numpy array or torch tensor. Received: x=[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]"),
+        (lambda x, y: subsample(x, y.tolist(), n=3, seed=0), TypeError,
+         "`y` must be a numpy array or torch tensor. Received: y=[0, 1, 0, 1, 0, 1, 0, 1, 0, 1]"),
+        (lambda x, y: subsample(np.float64(1.0), y, n=3, seed=0), TypeError,
+         "`x` must be a numpy array or torch tensor. Received: x=np.float64(1.0)"),
+        (lambda x, y: subsample(np.array(1.0), y, n=3, seed=0), ValueError,
+         "`x` must have the examples along a first axis. Received: x.shape=()"),
+        (lambda x, y: subsample(x, y[:, None], n=3, seed=0), ValueError,
+         "`y` must be a 1-D array of labels. Received: y.shape=(10, 1)"),
+        (lambda x, y: subsample(x, y[:9], n=3, seed=0), ValueError,
+         "`y` must have one label per example of `x` (10). Received: len(y)=9"),
+    ],
+)  # fmt: skip
+def test_errors_have_the_right_type_and_the_whole_message(call, error, message) -> None:
+    x, y = np.arange(10), np.arange(10) % 2
+    with pytest.raises(error, match=_exact(message)):
+        call(x, y)

@@ -1,0 +1,215 @@
+"""The checkpoint file format on its own (dltricks.checkpoint_file): names, listing, argument errors, the
+exact header, what a save leaves on disk, and the test-only kill hook in a real forked process.
+
+Damage and hostile files are in ``tests/test_faults.py``; resuming a run in ``tests/test_checkpoint.py``."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import multiprocessing
+import os
+import re
+import signal
+import warnings
+import zipfile
+
+import pytest
+import torch
+
+import dltricks.checkpoint_file as cf
+from dltricks.checkpoint_file import (
+    HEADER_SIZE,
+    CheckpointError,
+    checkpoint_name,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+)
+
+
+def _exact(message: str) -> str:
+    return "^" + re.escape(message) + "$"
+
+
+def _header(body: bytes) -> bytes:
+    digest = hashlib.sha256(body).hexdigest()
+    return f"dltricks checkpoint v1\nsha256 {digest}\nbytes {len(body):020d}\n".encode()
+
+
+def test_names_sort_by_step_with_nine_digits_and_more_when_needed():
+    assert checkpoint_name(0) == "ckpt-000000000.pt"
+    assert checkpoint_name(1230) == "ckpt-000001230.pt"
+    assert checkpoint_name(12345678901) == "ckpt-12345678901.pt"
+    with pytest.raises(ValueError, match=_exact("`step` must be an integer >= 0. Received: step=-1")):
+        checkpoint_name(-1)
+    with pytest.raises(TypeError, match=_exact("`step` must be an integer >= 0. Received: step=1.0")):
+        checkpoint_name(1.0)
+
+
+def test_listing_keeps_only_checkpoint_names_sorted_by_step(tmp_path):
+    assert list_checkpoints(tmp_path / "missing") == []
+    (tmp_path / "a-file").write_text("")
+    assert list_checkpoints(tmp_path / "a-file") == []  # not a directory
+    for name in ["ckpt-000000020.pt", "ckpt-1000000000.pt", "ckpt-000000003.pt", "ckpt-00000001.pt",
+                 "ckpt-000000005.pt.corrupt", ".ckpt-000000007.pt.1.tmp", "xckpt-000000009.pt"]:  # fmt: skip
+        (tmp_path / name).write_text("")
+    names = [p.name for p in list_checkpoints(str(tmp_path))]
+    assert names == ["ckpt-000000003.pt", "ckpt-000000020.pt", "ckpt-1000000000.pt"]
+    with pytest.raises(
+        TypeError, match=_exact("`directory` must be a directory path. Received: directory=3")
+    ):
+        list_checkpoints(3)
+
+
+def test_the_header_is_exactly_the_documented_one(tmp_path):
+    path = save_checkpoint(tmp_path / "ckpt-000000001.pt", {"w": torch.arange(3.0), "step": 1})
+    data = path.read_bytes()
+    body = data[HEADER_SIZE:]
+    header = f"dltricks checkpoint v1\nsha256 {hashlib.sha256(body).hexdigest()}\nbytes {len(body):020d}\n"
+    assert data[:HEADER_SIZE] == header.encode() and HEADER_SIZE == len(header)
+    loaded = load_checkpoint(path)
+    assert (
+        set(loaded) == {"w", "step"} and torch.equal(loaded["w"], torch.arange(3.0)) and loaded["step"] == 1
+    )
+
+
+def test_a_save_replaces_the_file_and_leaves_no_temporary(tmp_path):
+    path = tmp_path / "ckpt-000000001.pt"
+    assert save_checkpoint(path, {"a": 1}) == path
+    assert save_checkpoint(str(path), {"a": 2}) == path
+    assert load_checkpoint(path) == {"a": 2}
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (lambda p: save_checkpoint(3, {}), TypeError, "`path` must be a file path. Received: path=3"),
+        (lambda p: save_checkpoint(p, [1]), TypeError,
+         "`payload` must be a dict of tensors and JSON-like primitives. Received: payload=[1]"),
+        (lambda p: save_checkpoint(p, {"a": {(1, 2): 3}}), TypeError,
+         "`payload['a'] keys` must be strings or integers. Received: payload['a'] keys=(1, 2)"),
+        (lambda p: save_checkpoint(p, {"a": [1, {2}]}), TypeError,
+         "`payload['a'][1]` must be a tensor, number, string, bool, None, or a list/tuple/dict of these. "
+         "Received: payload['a'][1]={2}"),
+        (lambda p: load_checkpoint(None), TypeError, "`path` must be a file path. Received: path=None"),
+    ],
+)  # fmt: skip
+def test_argument_errors_have_the_right_type_and_the_whole_message(call, error, message, tmp_path):
+    with pytest.raises(error, match=_exact(message)):
+        call(tmp_path / "ckpt-000000001.pt")
+    assert list(tmp_path.iterdir()) == []  # refused before anything was written
+
+
+def test_load_names_the_fault_in_full(tmp_path):
+    path = tmp_path / "ckpt-000000001.pt"
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(path)
+    path.write_bytes(b"dltricks checkpoint v2\n" + b"x" * 200)
+    header = (b"dltricks checkpoint v2\n" + b"x" * 200)[:HEADER_SIZE]
+    with pytest.raises(
+        CheckpointError, match=_exact(f"{path} has a damaged or unsupported header: {header!r}")
+    ):
+        load_checkpoint(path)
+    path.write_bytes(b"dltricks chec")  # a prefix of the magic: truncated, not foreign
+    with pytest.raises(
+        CheckpointError, match=_exact(f"{path} is truncated: 13 bytes, shorter than the header")
+    ):
+        load_checkpoint(path)
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as z:  # a zip file, but not torch's layout
+        z.writestr("archive/other", "x")
+    body = archive.getvalue()
+    path.write_bytes(_header(body) + body)
+    with pytest.raises(CheckpointError, match="^" + re.escape(f"{path} holds no readable torch archive: ")):
+        load_checkpoint(path)
+    save_checkpoint(path, {"a": 1})
+    data = path.read_bytes()
+    path.write_bytes(data + b"xy")
+    n = len(data) - HEADER_SIZE
+    expected = f"{path} is damaged (trailing bytes): its archive has {n + 2} bytes, the header says {n}"
+    with pytest.raises(CheckpointError, match=_exact(expected)):
+        load_checkpoint(path)
+
+
+def test_an_archive_holding_something_other_than_a_dict_is_refused(tmp_path):
+    path = tmp_path / "ckpt-000000001.pt"
+    save_checkpoint(path, {"a": 1})
+    buffer = io.BytesIO()
+    torch.save([1, 2], buffer)
+    body = buffer.getvalue()
+    path.write_bytes(_header(body) + body)
+    with pytest.raises(
+        CheckpointError, match=_exact(f"{path} is not a dltricks checkpoint: it holds a list")
+    ):
+        load_checkpoint(path)
+
+
+def test_latest_warns_at_the_callers_line_and_skips_to_a_good_file(tmp_path):
+    good = save_checkpoint(tmp_path / "ckpt-000000001.pt", {"a": 1})
+    bad = tmp_path / "ckpt-000000002.pt"
+    bad.write_bytes(b"")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert latest_checkpoint(tmp_path) == good
+    assert [w.category for w in caught] == [RuntimeWarning]
+    assert caught[0].filename == __file__  # stacklevel points at the code that asked
+    assert str(caught[0].message) == f"skipping bad checkpoint {bad}: {bad} is truncated: the file is empty"
+    assert bad.exists()  # latest_checkpoint only reads; a resume is what sets bad files aside
+    with pytest.warns(RuntimeWarning, match=re.escape(f"; renamed to {bad.name}.corrupt")):
+        found = cf._newest_good(tmp_path, quarantine=True)
+    assert found is not None and found[0] == good and found[1] == {"a": 1}
+    assert not bad.exists() and (tmp_path / f"{bad.name}.corrupt").exists()
+
+
+def test_the_kill_hook_counts_saves_and_parses_its_spec(monkeypatch):
+    monkeypatch.setattr(cf, "_saves", 0)
+    monkeypatch.delenv("DLTRICKS_TEST_KILL_DURING_SAVE", raising=False)
+    assert cf._test_kill_point() is None and cf._saves == 1
+    monkeypatch.setenv("DLTRICKS_TEST_KILL_DURING_SAVE", "3")
+    assert cf._test_kill_point() is None  # save 2
+    assert cf._test_kill_point() == "write"  # save 3
+    assert cf._test_kill_point() is None  # save 4
+    monkeypatch.setenv("DLTRICKS_TEST_KILL_DURING_SAVE", "5:replace")
+    assert cf._test_kill_point() == "replace"
+
+
+def _save_in_child(path: str, spec: str) -> None:
+    os.environ["DLTRICKS_TEST_KILL_DURING_SAVE"] = spec
+    cf._saves = 0
+    save_checkpoint(path, {"w": torch.arange(1000.0)})
+    os._exit(0)  # not reached when the hook fires
+
+
+@pytest.mark.skipif(os.name != "posix", reason="needs fork and SIGKILL")
+@pytest.mark.parametrize("where", ["write", "replace"])
+def test_a_process_killed_during_a_save_leaves_the_old_file_whole(where, tmp_path):
+    """A real process, killed by the hook: the old checkpoint is untouched, the new bytes are only in the
+    temporary file (half of them for ``write``, all of them before the rename for ``replace``)."""
+    path = tmp_path / "ckpt-000000001.pt"
+    save_checkpoint(path, {"w": torch.zeros(3)})
+    spec = "1" if where == "write" else "1:replace"
+    child = multiprocessing.get_context("fork").Process(target=_save_in_child, args=(str(path), spec))
+    child.start()
+    child.join(60)
+    assert child.exitcode == -signal.SIGKILL
+    assert torch.equal(load_checkpoint(path)["w"], torch.zeros(3))
+    tmp = tmp_path / f".{path.name}.{child.pid}.tmp"
+    assert tmp.exists()
+    full = save_checkpoint(tmp_path / "ckpt-000000002.pt", {"w": torch.arange(1000.0)}).stat().st_size
+    assert tmp.stat().st_size == (full // 2 if where == "write" else full)
+    assert list_checkpoints(tmp_path) == [path, tmp_path / "ckpt-000000002.pt"]  # the temporary is not listed
+
+
+def test_a_failed_write_removes_its_temporary_and_reraises(tmp_path, monkeypatch):
+    path = tmp_path / "ckpt-000000001.pt"
+
+    def broken_fsync(fd):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(cf.os, "fsync", broken_fsync)
+    with pytest.raises(OSError, match="^disk full$"):
+        save_checkpoint(path, {"a": 1})
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,203 @@
+"""Mutation testing of the core modules with mutmut: do their own unit tests catch small planted bugs?
+
+    python tools/mutate.py [MODULE ...] [--survivors] [--recheck] [--build-dir _build/mutate]
+
+For each core module (all of them without arguments), mutmut plants one small bug at a time (a ``<`` for a
+``<=``, a ``1`` for a ``2``, a dropped argument, ...) and runs that module's own unit tests against it; a
+mutant no test notices "survived". Each module runs in a work dir of its own under ``--build-dir``: a copy
+of the package (as ``src/dltricks``, where mutmut puts it first on ``sys.path``) and of ``tests/``, with the
+mutmut configuration written into that copy's ``pyproject.toml``, so nothing lands in the repository. Tests
+marked ``book`` or ``keras`` never run here, and one process runs at a time (``--max-children 1``).
+
+Mutants that cannot change behavior (equivalent mutants) are listed in :data:`EQUIVALENT` with the reason,
+and left out of the score: score = killed / (mutants - equivalent). Timeouts count as killed. The table at
+the end gives each module's score; ``--survivors`` also prints the diff of every surviving mutant, and
+``--recheck`` reruns only the previous run's survivors against the current tests (after adding tests).
+Not run in CI: ``make mutate`` takes a few minutes per module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "companion" / "dltricks"
+
+# module -> (files of the package to mutate, the unit tests that are that module's own)
+MODULES: dict[str, tuple[list[str], list[str]]] = {
+    "clip": (["clip.py"], ["tests/test_clip.py"]),
+    "adam": (["optim/adam.py"], ["tests/test_optim.py"]),
+    "sgd": (["optim/sgd.py"], ["tests/test_optim.py"]),
+    "early_stopping": (["early_stopping.py"], ["tests/test_early_stopping.py"]),
+    "schedules": (
+        ["schedules/functions.py", "schedules/plateau.py", "schedules/callbacks.py"],
+        ["tests/test_schedules.py"],
+    ),
+    "splits": (["splits.py"], ["tests/test_splits.py"]),
+    "checkpoint_file": (["checkpoint_file.py"], ["tests/test_checkpoint_file.py", "tests/test_faults.py"]),
+}
+
+# Equivalent mutants: mutant name -> why no test can tell it from the original. A name that no longer
+# exists, or that a test kills, is reported, so the list cannot go stale silently. "One device" marks a
+# mutant that only a run with tensors on two devices (CPU and GPU) could tell apart; the tests here run on
+# one device, so it is left out of the score too, and listed so that a GPU run can take it up.
+_NONE_IS_FALSE = "min_inclusive=None: check_float only tests its truth value, and None is false like False"
+_FALLBACK = "hasattr(torch, ...) made false: the fallback loop for old torch gives the same numbers"
+_UNREACHABLE = "inside the fallback for torch without _foreach_* (never taken: torch>=2.2 has them)"
+_ONE_DEVICE = "one device: .to(device) / .to('cpu') is a no-op when every tensor is already on the CPU"
+EQUIVALENT: dict[str, str] = {
+    "dltricks.clip.x__max_norm__mutmut_8": _NONE_IS_FALSE,
+    "dltricks.clip.x_clip_vector_by_norm__mutmut_18": _NONE_IS_FALSE,
+    "dltricks.clip.x_clip_vector_by_value__mutmut_18": _NONE_IS_FALSE,
+    "dltricks.clip.xǁGradientClippingǁ__init____mutmut_18": _NONE_IS_FALSE,
+    "dltricks.clip.x__norms__mutmut_1": _FALLBACK,
+    "dltricks.clip.x__norms__mutmut_5": _FALLBACK,
+    "dltricks.clip.x__norms__mutmut_6": _FALLBACK,
+    "dltricks.clip.x__scale___mutmut_9": _FALLBACK,
+    "dltricks.clip.x__scale___mutmut_13": _FALLBACK,
+    "dltricks.clip.x__scale___mutmut_14": _FALLBACK,
+    "dltricks.clip.x__norms__mutmut_9": _UNREACHABLE,
+    "dltricks.clip.x__scale___mutmut_19": _UNREACHABLE,
+    "dltricks.clip.x__scale___mutmut_8": _ONE_DEVICE,
+    "dltricks.clip.x__total_norm__mutmut_1": _ONE_DEVICE,
+    "dltricks.clip.x__total_norm__mutmut_5": _ONE_DEVICE,
+    "dltricks.early_stopping.xǁEarlyStoppingǁload_state_dict__mutmut_21": _ONE_DEVICE,
+    "dltricks.early_stopping.xǁEarlyStoppingǁload_state_dict__mutmut_23": _ONE_DEVICE + " (copy=True kept)",
+    "dltricks.early_stopping.xǁEarlyStoppingǁon_epoch_end__mutmut_15": _ONE_DEVICE,
+    "dltricks.early_stopping.xǁEarlyStoppingǁon_epoch_end__mutmut_17": _ONE_DEVICE + " (copy=True kept)",
+}
+
+KILLED = {1, 3, 24, -24, 36, 152, 255, -9, -11}  # mutmut's exit codes for killed, timeout and crash
+
+
+def _prepare(name: str, work: Path) -> None:
+    if work.exists():
+        shutil.rmtree(work)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(PACKAGE, work / "src" / "dltricks", ignore=ignore)
+    shutil.copytree(ROOT / "tests", work / "tests", ignore=ignore)
+    _write_config(name, work)
+
+
+def _write_config(name: str, work: Path) -> None:
+    files, tests = MODULES[name]
+    config = {
+        "source_paths": ["src/dltricks"],
+        "only_mutate": [f"src/dltricks/{f}" for f in files],
+        "pytest_add_cli_args": ["-p", "no:xdist", "-p", "no:cacheprovider", "-m", "not book and not keras"],
+        "pytest_add_cli_args_test_selection": tests,
+        "use_git_change_detection": False,
+        # Workers fork from a server that only collected the tests: forked from the process that ran them,
+        # they would inherit its caches (functools.cache'd trajectories), computed with the original code.
+        "process_isolation": "forkserver",
+    }
+    lines = ["", "[tool.mutmut]"] + [f"{key} = {json.dumps(value)}" for key, value in config.items()]
+    text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    (work / "pyproject.toml").write_text(text + "\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _mutmut(work: Path, *args: str, capture: bool = False) -> subprocess.CompletedProcess:
+    exe = Path(sys.executable).with_name("mutmut")
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1"}
+    env.setdefault("DLTRICKS_THREADS", "1")
+    return subprocess.run([str(exe), *args], cwd=work, env=env, text=True, capture_output=capture)
+
+
+def _exit_codes(name: str, work: Path) -> dict[str, int | None]:
+    codes: dict[str, int | None] = {}
+    for f in MODULES[name][0]:
+        meta = work / "mutants" / "src" / "dltricks" / f"{f}.meta"
+        codes.update(json.loads(meta.read_text(encoding="utf-8"))["exit_code_by_key"])
+    return codes
+
+
+def _refresh_tests(name: str, work: Path) -> None:
+    """Put the repository's current tests into an existing work dir and drop mutmut's test-coverage cache,
+    so that new tests are mapped to the functions they call."""
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for tests in (work / "tests", work / "mutants" / "tests"):
+        shutil.rmtree(tests, ignore_errors=True)
+    shutil.copytree(ROOT / "tests", work / "tests", ignore=ignore)
+    (work / "mutants" / "mutmut-stats.json").unlink(missing_ok=True)
+    _write_config(name, work)
+
+
+def run_module(name: str, build_dir: Path, survivors: bool, recheck: bool = False) -> dict:
+    work = build_dir / name
+    if recheck and (work / "mutants").is_dir():
+        # Only the mutants that survived the last run, against the current tests (much faster than all).
+        alive = [m for m, c in _exit_codes(name, work).items() if c not in KILLED and m not in EQUIVALENT]
+        _refresh_tests(name, work)
+        proc = _mutmut(work, "run", "--max-children", "1", *alive) if alive else None
+    else:
+        _prepare(name, work)
+        proc = _mutmut(work, "run", "--max-children", "1")
+    if proc is not None and proc.returncode != 0:
+        raise SystemExit(f"mutmut failed for {name} (exit {proc.returncode}); see {work}")
+    codes = _exit_codes(name, work)
+    equivalent = [m for m in codes if m in EQUIVALENT]
+    stale = [m for m in EQUIVALENT if m.startswith(_prefixes(name)) and m not in codes]
+    killed_equivalent = [m for m in equivalent if codes[m] in KILLED]
+    counted = {m: c for m, c in codes.items() if m not in EQUIVALENT}
+    killed = sum(c in KILLED for c in counted.values())
+    alive = sorted(m for m, c in counted.items() if c not in KILLED)
+    if survivors:
+        for m in alive:
+            print(_mutmut(work, "show", m, capture=True).stdout)
+    return {
+        "module": name,
+        "mutants": len(codes),
+        "equivalent": len(equivalent),
+        "killed": killed,
+        "counted": len(counted),
+        "survived": alive,
+        "stale_equivalent": stale + killed_equivalent,
+    }
+
+
+def _prefixes(name: str) -> tuple[str, ...]:
+    return tuple("dltricks." + f.removesuffix(".py").replace("/", ".") + "." for f in MODULES[name][0])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "modules", nargs="*", metavar="MODULE", help=f"any of {', '.join(MODULES)} (default: all)"
+    )
+    parser.add_argument("--survivors", action="store_true", help="print the diff of every surviving mutant")
+    parser.add_argument("--build-dir", type=Path, default=ROOT / "_build" / "mutate")
+    parser.add_argument(
+        "--recheck",
+        action="store_true",
+        help="rerun only the previous run's survivors (in --build-dir) against the current tests",
+    )
+    args = parser.parse_args(argv)
+    unknown = [m for m in args.modules if m not in MODULES]
+    if unknown:
+        parser.error(f"unknown module(s) {', '.join(unknown)}; choose from {', '.join(MODULES)}")
+    build_dir = args.build_dir.resolve()
+    rows = [run_module(m, build_dir, args.survivors, args.recheck) for m in args.modules or MODULES]
+    print(f"\n{'module':<16} {'killed':>7} {'counted':>8} {'equiv.':>7} {'score':>7}")
+    for r in rows:
+        score = r["killed"] / r["counted"] if r["counted"] else 1.0
+        print(f"{r['module']:<16} {r['killed']:>7} {r['counted']:>8} {r['equivalent']:>7} {score:>7.1%}")
+    for r in rows:
+        if r["survived"]:
+            print(f"{r['module']}: survived: {' '.join(r['survived'])}")
+        if r["stale_equivalent"]:
+            stale = " ".join(r["stale_equivalent"])
+            print(f"{r['module']}: listed as equivalent but missing or killed: {stale}")
+    low = [r["module"] for r in rows if r["counted"] and r["killed"] / r["counted"] < 0.95]
+    if low:
+        print(f"below 95% of the non-equivalent mutants caught: {', '.join(low)}")
+    return 1 if low else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
