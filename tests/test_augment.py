@@ -128,7 +128,7 @@ def test_augmented_yields_augmented_batches_and_clean_in_order():
     batches = list(aug)
     assert len(batches) == 4
     images = torch.cat([bx for bx, _ in batches])[:, 0]
-    # Every dot is still there, within 2 pixels of the centre, and most have moved (P(no shift) = 1/25).
+    # Every dot is still there, within 2 pixels of the center, and most have moved (P(no shift) = 1/25).
     assert torch.equal(images[:, 2:7, 2:7].flatten(1).sum(dim=1), torch.ones(64))
     assert (images[:, 4, 4] == 0).float().mean().item() > 0.8
     assert torch.equal(torch.cat([by for _, by in batches]).sort().values, y.sort().values)

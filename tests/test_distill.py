@@ -247,7 +247,7 @@ def test_keras_default_string_loss_is_either_fixed_or_the_known_logit_kl():
     """Keras 3.15's ``LogitsDistillation()`` (``loss="kl_divergence"``) applies KL to the *scaled logits*.
 
     They are clipped to [1e-7, 1], with no softmax and no T^2. Accept that (documented in the chapter) or the
-    fixed behaviour."""
+    fixed behavior."""
     import os
 
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")

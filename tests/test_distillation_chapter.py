@@ -71,7 +71,7 @@ def test_main_experiment_numbers_are_consistent(kd):
     c = kd["results"]["kd_vs_alone"]["comparison"]
     np.testing.assert_allclose(c["treatment"], 1 - values(kd, "err_distilled") / n_test)
     np.testing.assert_allclose(c["baseline"], 1 - values(kd, "err_alone") / n_test)
-    # A distilled student is in the neighbourhood of its teacher and of the student alone, not broken:
+    # A distilled student is in the neighborhood of its teacher and of the student alone, not broken:
     # within 25% of the worse of the two in errors (the seed spread is a few percent).
     worst = np.maximum(values(kd, "err_alone").mean(), values(kd, "err_teacher").mean())
     assert values(kd, "err_distilled").mean() < 1.25 * worst

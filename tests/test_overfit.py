@@ -55,7 +55,7 @@ def test_a_reasonable_mlp_fits_random_labels_with_the_defaults():
     assert report.passed and report.final_loss <= 1e-2 and report.final_accuracy == 1.0
     assert 0 < report.steps < 500 and len(report.losses) == report.steps + 1
     assert report.losses[-1] <= 1e-2 < report.losses[0]
-    assert report.initial_loss == pytest.approx(math.log(10), rel=0.2)  # near chance at initialisation
+    assert report.initial_loss == pytest.approx(math.log(10), rel=0.2)  # near chance at initialization
     text = str(report)
     assert text.startswith(f"passed: loss {report.initial_loss:.3g} → ") and "batch accuracy 100%" in text
     assert f"in {report.steps} steps" in text

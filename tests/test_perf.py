@@ -242,7 +242,7 @@ def test_device_batches_serve_every_example_once_per_epoch_reproducibly():
 
 def test_device_augmentation_shifts_and_flips_whole_batches():
     x = torch.zeros(64, 1, 9, 9)
-    x[:, 0, 4, 4] = 1.0  # one bright pixel in the centre of each image
+    x[:, 0, 4, 4] = 1.0  # one bright pixel in the center of each image
     loader = DeviceBatches(x, torch.zeros(64), 64, max_shift=2, seed=0)
     xb, _ = next(iter(loader))
     rows, cols = xb[:, 0].sum(2).argmax(1), xb[:, 0].sum(1).argmax(1)

@@ -231,7 +231,7 @@ def test_standardize_splits_fits_on_the_training_split_only():
     ref = Standardizer().fit(train)
     for key in ("mean", "std", "scale"):
         assert torch.equal(scaler.state_dict()[key], ref.state_dict()[key])
-    # ... so the held-out splits are not centred on themselves.
+    # ... so the held-out splits are not centered on themselves.
     torch.testing.assert_close(z_test, (test - ref.mean_) / ref.scale_, rtol=0, atol=0)
     assert z_test.mean(0)[0].abs() > 10 and torch.equal(z_val, ref.transform(val))
     # Changing the held-out data changes nothing that was fitted.

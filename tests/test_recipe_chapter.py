@@ -41,7 +41,7 @@ def test_every_rescaling_beats_raw_pixels_and_the_scaling_comparisons_follow_the
         assert (values(recipe, f"final_loss_{key}") < raw).all(), key
     for key in ("scale_sym_vs_unit", "scale_z_vs_unit", "scale_z_vs_sym"):
         comparison(recipe, key)
-    # [-1, 1] does not centre Fashion-MNIST: most pixels are background at -1.
+    # [-1, 1] does not center Fashion-MNIST: most pixels are background at -1.
     assert values(recipe, "sym_mean")[0] < -0.2
 
 

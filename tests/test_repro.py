@@ -39,7 +39,7 @@ def draws() -> tuple:
 
 def train(seed: int) -> list[dict]:
     seed_everything(seed)
-    g = torch.Generator().manual_seed(0)  # the data is fixed; the seed drives initialisation and dropout
+    g = torch.Generator().manual_seed(0)  # the data is fixed; the seed drives initialization and dropout
     x, y = torch.randn(64, 4, generator=g), torch.randint(0, 3, (64,), generator=g)
     net = mlp(4, (16,), 3, dropout=0.3)
     history = fit(

@@ -52,7 +52,7 @@ def shift(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, *, fill: float = 
 
 
 def _shift(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, pad: int, fill: float) -> torch.Tensor:
-    """``shift`` with ``pad >= max |offset|`` known, so no host synchronisation is needed."""
+    """``shift`` with ``pad >= max |offset|`` known, so no host synchronization is needed."""
     n, c, h, w = x.shape
     padded = F.pad(x, (pad, pad, pad, pad), value=fill)
     # Output pixel (i, j) reads padded pixel (i - dy + pad, j - dx + pad): a per-example crop, as one gather.

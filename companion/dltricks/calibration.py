@@ -27,7 +27,7 @@ class ReliabilityBins(NamedTuple):
 
 
 def reliability_bins(probs: torch.Tensor | np.ndarray, labels: Any, *, n_bins: int = 15) -> ReliabilityBins:
-    r"""Group the examples into equal-width confidence bins and summarise each bin.
+    r"""Group the examples into equal-width confidence bins and summarize each bin.
 
     The confidence of example :math:`i` is :math:`\hat p_i = \max_k p_{ik}`, its prediction
     :math:`\hat y_i = \arg\max_k p_{ik}`. Bin :math:`b = 0, \dots, M-1` holds the examples with

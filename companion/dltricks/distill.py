@@ -2,7 +2,7 @@
 
 The teacher's logits :math:`v` and the student's logits :math:`z` are both softened by a temperature
 :math:`T`, :math:`p_i = \\operatorname{softmax}(v/T)_i` and :math:`q_i = \\operatorname{softmax}(z/T)_i`,
-and the student minimises
+and the student minimizes
 
 .. math::
 

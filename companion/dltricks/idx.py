@@ -40,7 +40,7 @@ _BYTES_LIKE = (bytes, bytearray, memoryview)
 
 
 def _describe(data: bytes | bytearray | memoryview) -> str:
-    """Summarise a byte string for an error message: its length and first bytes, never the whole payload."""
+    """Summarize a byte string for an error message: its length and first bytes, never the whole payload."""
     head = bytes(data[:8])
     return f"<{len(data)} bytes starting with {head!r}>"
 
@@ -121,7 +121,7 @@ def read_idx(data: bytes) -> np.ndarray:
 
 
 def write_idx(array: np.ndarray, *, compress: bool = False) -> bytes:
-    """Serialise an array to IDX bytes.
+    """Serialize an array to IDX bytes.
 
     Args:
         array: An array of dtype uint8, int8, int16, int32, float32 or float64 with at most 255 dimensions,

@@ -15,8 +15,8 @@ first steps of training:
   Analysis* 9, 2001; the rule of ``sklearn.utils.class_weight.compute_class_weight("balanced")``), for
   ``F.cross_entropy(weight=...)`` or Keras' ``fit(class_weight=...)``. Every class then carries the same
   total weight, and the mean weight per training example is 1, so the loss keeps its scale.
-* **Output-bias initialisation** (:func:`prior_bias`, :func:`init_output_bias_`): with a 1:100 imbalance,
-  a freshly initialised sigmoid output predicts 0.5 and the first hundreds of steps are spent learning
+* **Output-bias initialization** (:func:`prior_bias`, :func:`init_output_bias_`): with a 1:100 imbalance,
+  a freshly initialized sigmoid output predicts 0.5 and the first hundreds of steps are spent learning
   the base rate. Setting the bias to the log-odds of the prior makes the network predict the prior from
   the start (Karpathy, "A Recipe for Training Neural Networks", 2019, "init well"; Lin et al., "Focal Loss
   for Dense Object Detection", ICCV 2017, sec. 4.1, :math:`b = -\log((1 - \pi) / \pi)`).
@@ -210,7 +210,7 @@ def prior_bias(pos: float, neg: float) -> float:
     r"""The output bias :math:`b = \log(\text{pos}/\text{neg})` that makes a sigmoid start at the prior.
 
     With the output layer's weights near zero the logit is :math:`b` and
-    :math:`\sigma(b) = \text{pos} / (\text{pos} + \text{neg})`, the fraction of positives, which minimises
+    :math:`\sigma(b) = \text{pos} / (\text{pos} + \text{neg})`, the fraction of positives, which minimizes
     the initial binary cross-entropy (to the binary entropy of the prior). ``pos`` and ``neg`` are counts or
     any two positive numbers in the right ratio.
 

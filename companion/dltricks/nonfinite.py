@@ -1,4 +1,4 @@
-r"""Finite steps only: read the loss and check every gradient with one host synchronisation.
+r"""Finite steps only: read the loss and check every gradient with one host synchronization.
 
 A finite loss can still have a non-finite gradient: :math:`\sqrt{x}` at :math:`x = 0` has a finite value and
 an infinite derivative, :math:`\lvert x \rvert^{1/2}` or ``torch.norm`` of a zero vector too, and an overflow
@@ -19,7 +19,7 @@ Cost, stated because it is paid every step:
   (medians of 7 x 200 steps; the machine's own noise is about +-10 %). The kernel over the 270k gradient
   values takes about 0.03 ms; the rest is the fixed cost of a few small tensor operations, so the
   fraction shrinks as models and batches grow.
-* No extra host synchronisation in ``fit``: the loss and the flags (one per device and dtype) travel to
+* No extra host synchronization in ``fit``: the loss and the flags (one per device and dtype) travel to
   the host together, in the single small copy that replaces the loop's former ``loss.item()``; the loop
   reads the loss every step anyway, for its history. (The two diagnostics, which read the loss before
   ``backward``, pay a second sync per step.)
@@ -57,7 +57,7 @@ def optimizer_params(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
 @torch.no_grad()
 def found_nonfinite(grads: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
     """One-element float tensors on ``device``, one per (device, dtype) of ``grads``: nonzero where a NaN or
-    inf was found. Never synchronises.
+    inf was found. Never synchronizes.
 
     Args:
         grads: the gradients the optimizer is about to use (any devices, real or complex dtypes).
@@ -82,7 +82,7 @@ def found_nonfinite(grads: list[torch.Tensor], device: torch.device) -> list[tor
 def finite_flag(loss: torch.Tensor, grads: list[torch.Tensor]) -> torch.Tensor:
     """A 0-d bool tensor on ``loss``'s device: whether ``loss`` and every element of ``grads`` are finite.
 
-    Never synchronises: the result stays on the device until the caller reads it.
+    Never synchronizes: the result stays on the device until the caller reads it.
     """
     loss = loss.detach().reshape(1).real.float()
     return torch.cat([loss * 0, *found_nonfinite(grads, loss.device)]).sum() == 0  # NaN/inf loss: NaN != 0
@@ -90,7 +90,7 @@ def finite_flag(loss: torch.Tensor, grads: list[torch.Tensor]) -> torch.Tensor:
 
 @torch.no_grad()
 def loss_and_finite(loss: torch.Tensor, grads: list[torch.Tensor]) -> tuple[float, bool]:
-    """The loss as a float and whether it and every gradient are finite, in one host synchronisation.
+    """The loss as a float and whether it and every gradient are finite, in one host synchronization.
 
     Args:
         loss: the 0-d loss of the step, after ``backward``.
@@ -132,7 +132,7 @@ class Window(NamedTuple):
 class DeviceSums:
     """The running loss and the non-finite steps of ``fit(sync_every=k)``, kept on the device between reads.
 
-    Each step adds, without a host synchronisation, the step's loss times its batch size and the batch size
+    Each step adds, without a host synchronization, the step's loss times its batch size and the batch size
     when the step was finite, and one to the count of non-finite steps otherwise, remembering the position
     and loss of the first non-finite step since the last read. :meth:`read` brings them to the host in one
     copy and starts a new window. Sums are float64 (float32 on MPS, which has no float64).

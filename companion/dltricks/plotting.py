@@ -8,7 +8,7 @@ import matplotlib as mpl
 import numpy as np
 from cycler import cycler
 
-# Colour-blind-safe palette (Okabe & Ito, 2008), in the order series are drawn.
+# Color-blind-safe palette (Okabe & Ito, 2008), in the order series are drawn.
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000")
 
 # The content column of the book's theme (sphinx-book-theme) at a normal window size, in CSS pixels, and the

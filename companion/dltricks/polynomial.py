@@ -55,7 +55,7 @@ def make_data(n: int, *, noise: float = 0.1, seed: int = 0) -> tuple[np.ndarray,
 def fit(x: np.ndarray, y: np.ndarray, degree: int, *, ridge: float = 0.0) -> np.ndarray:
     r"""Least-squares coefficients of a degree-``degree`` polynomial, optionally with an L2 penalty.
 
-    Minimises :math:`\|Xw - y\|^2 + \text{ridge}\,\|w\|^2`; with ``ridge=0`` and more features than points it
+    Minimizes :math:`\|Xw - y\|^2 + \text{ridge}\,\|w\|^2`; with ``ridge=0`` and more features than points it
     returns the minimum-norm interpolating solution (``np.linalg.lstsq``).
 
     Raises:

@@ -159,7 +159,7 @@ class Standardizer(_FittedScaler):
 
     with :math:`\mu, \sigma` over the dimensions chosen by ``per`` (see the module docstring),
     :math:`\sigma^2 = \frac{1}{n}\sum (x - \mu)^2` (``ddof=0``, as scikit-learn and Keras). A constant
-    feature is centred but not divided, so it maps to exactly 0 on the training data instead of 0/0 = NaN;
+    feature is centered but not divided, so it maps to exactly 0 on the training data instead of 0/0 = NaN;
     its mean is stored as the constant itself (the float mean of ``n`` equal values need not equal them).
     This is scikit-learn's ``StandardScaler`` rule (it replaces a zero scale by 1); Keras' ``Normalization``
     divides by :math:`\max(\sigma, 10^{-7})` instead, which agrees for every :math:`\sigma > 10^{-7}`.

@@ -83,7 +83,7 @@ def soft_threshold_(params: Iterable[torch.Tensor], threshold: float) -> None:
 class L1Proximal(Callback):
     r"""Proximal-gradient L1: after each optimizer step, soft-threshold the weights by ``lr * strength``.
 
-    The gradient step minimises the data loss; the threshold then solves the L1 part exactly, so weights
+    The gradient step minimizes the data loss; the threshold then solves the L1 part exactly, so weights
     whose pull from the data is weaker than ``strength`` land on exactly zero (ISTA, Beck & Teboulle 2009).
 
     Args:

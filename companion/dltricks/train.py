@@ -1,6 +1,6 @@
 """One readable training loop, shared by every chapter.
 
-``fit`` is deliberately short: a chapter should be able to show it whole. Extra behaviour (penalties,
+``fit`` is deliberately short: a chapter should be able to show it whole. Extra behavior (penalties,
 projections after a step, early stopping, checkpoints, schedules) enters through a ``loss`` penalty term or
 through callbacks called at named points, never through flags inside the loop. Resuming from a checkpoint
 (:mod:`dltricks.checkpoint`) is one more named point, right after ``on_train_begin``.
@@ -112,7 +112,7 @@ def fit(
         optimizer: any ``torch.optim.Optimizer`` over ``model``'s parameters.
         epochs: number of passes over ``train`` (>= 0).
         loss_fn: data loss, default cross-entropy on logits.
-        penalty: optional regulariser ``penalty(model) -> scalar`` added to the loss (e.g. an L2 term).
+        penalty: optional regularizer ``penalty(model) -> scalar`` added to the loss (e.g. an L2 term).
         val: optional validation batches.
         metrics: name -> ``metric(output, target)``; default ``{"accuracy": accuracy}``.
         eval_train: also evaluate the training set after each evaluated epoch.
@@ -138,7 +138,7 @@ def fit(
             (its gradients are discarded) and count it in the history's ``skipped``. Either way the check
             runs after ``backward`` and before the ``on_before_step`` callbacks (clipping) and the optimizer
             step, so the weights never take a non-finite step. Cost (see :mod:`dltricks.nonfinite`): one
-            fused check kernel over the gradients (GradScaler's) and no extra host synchronisation: the
+            fused check kernel over the gradients (GradScaler's) and no extra host synchronization: the
             flag comes over with the loss value that the loop reads once per step anyway. Measured about
             0.09 ms a step, 3 to 8 % of a step of a 784-256-256-10 MLP on one CPU thread.
         max_skipped: with ``nonfinite="skip"``, raise anyway once more steps than this were skipped.

@@ -11,7 +11,7 @@ Karpathy ("A Recipe for Training Neural Networks", 2019) lists it as "overfit on
 "verify loss @ init" (:mod:`dltricks.imbalance` sets the output bias for the latter).
 
 :func:`overfit_one_batch` trains in train mode (as a real run does), but judges in eval mode: dropout
-makes the training-mode loss noisy and batch normalisation uses batch statistics there, while the model
+makes the training-mode loss noisy and batch normalization uses batch statistics there, while the model
 that will be deployed is the eval-mode one. So the loop stops once the training loss is below the target
 *and* the eval-mode loss is too, and the reported final loss and accuracy are the eval-mode ones.
 """

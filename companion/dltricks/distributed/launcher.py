@@ -14,7 +14,7 @@ in-Python core, usable from a notebook and a test.
 
 References:
     PyTorch, "Distributed communication package - torch.distributed" (backends, ``init_process_group``,
-    TCP initialisation) and "Multiprocessing package - torch.multiprocessing" (``spawn``).
+    TCP initialization) and "Multiprocessing package - torch.multiprocessing" (``spawn``).
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def launch(
     function of a module, not a lambda or a notebook cell's function), and a script that calls ``launch``
     must do so under ``if __name__ == "__main__":`` (each worker imports the script's module again).
     Each worker sets ``threads`` torch threads, joins the group (``tcp://127.0.0.1:<free port>``) and,
-    with ``nccl``, uses GPU ``rank % device_count``. Arguments and results travel serialised with
+    with ``nccl``, uses GPU ``rank % device_count``. Arguments and results travel serialized with
     ``torch.save``, so each worker gets its own copy of every tensor (not shared memory).
 
     Args:

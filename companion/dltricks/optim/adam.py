@@ -37,7 +37,7 @@ class Adam(DLOptimizer):
         \theta_t &= \theta_{t-1} - \eta\, \hat m_t / \big(\sqrt{\hat v_t} + \epsilon\big)
 
     (``exp_avg`` :math:`= m`, ``exp_avg_sq`` :math:`= v`, both from 0, ``step`` :math:`= t`). The bias
-    corrections undo the pull of the zero initialisation towards 0 in the first steps. With ``amsgrad``
+    corrections undo the pull of the zero initialization towards 0 in the first steps. With ``amsgrad``
     (Reddi et al., 2018) the denominator uses the running maximum ``max_exp_avg_sq``
     :math:`v^{\max}_t = \max(v^{\max}_{t-1}, v_t)` in place of :math:`v_t`, so that the effective step
     never grows, the fix of their counterexample to Adam's convergence. ``weight_decay`` here is L2: it

@@ -87,7 +87,7 @@ class NAdam(DLOptimizer):
             "eps": eps,
             "weight_decay": weight_decay,
             "momentum_decay": momentum_decay,
-            # torch.optim.NAdam's option for AdamW-style decay; kept (off) so state dicts match, and honoured
+            # torch.optim.NAdam's option for AdamW-style decay; kept (off) so state dicts match, and honored
             # when a loaded torch state dict switches it on.
             "decoupled_weight_decay": False,
             "foreach": foreach,

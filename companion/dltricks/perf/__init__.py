@@ -1,7 +1,7 @@
 """GPU efficiency: measuring right, padding to multiples, mixed precision, channels-last, feeding the device.
 
 * :mod:`dltricks.perf.timing`: :func:`time_call` (``torch.utils.benchmark.Timer`` with warm-up and device
-  synchronisation), :func:`time_cuda_events`, the naive timer :func:`naive_times` and :func:`check_warmup`,
+  synchronization), :func:`time_cuda_events`, the naive timer :func:`naive_times` and :func:`check_warmup`,
   :func:`throughput` in examples per second.
 * :mod:`dltricks.perf.padding`: :func:`pad_to_multiple`, :func:`pad_channels`, :func:`pad_conv_in_channels`,
   :func:`pad_linear` (NVIDIA's Tensor Core size rules).

@@ -5,7 +5,7 @@ copies each batch to the GPU and (with ``pin_memory``) stages it in page-locked 
 fits in device memory (Fashion-MNIST is 47 MB as float32; CIFAR-10 184 MB) all of that can go: copy the
 tensors once, draw each epoch's permutation with a generator *on the device*, and augment a whole batch
 with a few tensor operations (random shifts by one gather, flips by one ``where``). No per-example Python,
-no host-to-device copy per step, no host synchronisation: the host only queues kernels. This is how
+no host-to-device copy per step, no host synchronization: the host only queues kernels. This is how
 airbench trains CIFAR-10 to 94% in seconds.
 
 Reproducibility: the same seed gives the same batches on the same device type; a CUDA generator draws

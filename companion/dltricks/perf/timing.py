@@ -1,21 +1,21 @@
-r"""Timing code correctly: warm-up, device synchronisation, many runs, a robust summary; and the naive way.
+r"""Timing code correctly: warm-up, device synchronization, many runs, a robust summary; and the naive way.
 
 Three things make a naive ``t0 = time.perf_counter(); f(); t1 - t0`` wrong:
 
-* **No warm-up.** The first call pays one-off costs: lazy initialisation (``nn.LazyLinear``, cuDNN's
+* **No warm-up.** The first call pays one-off costs: lazy initialization (``nn.LazyLinear``, cuDNN's
   algorithm search with ``benchmark=True``, the CUDA context), memory-allocator growth, ``torch.compile``'s
   compilation. :func:`time_call` runs ``warmup`` calls first; :func:`check_warmup` spots a first call far
   slower than the steady state in a series of naive timings.
-* **No synchronisation.** CUDA kernels run asynchronously: without ``torch.cuda.synchronize()`` the clock
-  measures how long it took to *queue* the work. ``torch.utils.benchmark.Timer`` synchronises the device
+* **No synchronization.** CUDA kernels run asynchronously: without ``torch.cuda.synchronize()`` the clock
+  measures how long it took to *queue* the work. ``torch.utils.benchmark.Timer`` synchronizes the device
   before each reading of the clock; :func:`time_cuda_events` times on the GPU's own clock with CUDA events.
 * **One noisy sample.** Other processes, frequency scaling and the garbage collector add time. The Timer
   runs blocks of calls for at least ``min_run_time`` seconds; the median per call and its interquartile
-  range (IQR) summarise them. (On a shared CPU the spread is real: compare ratios measured in one run.)
+  range (IQR) summarize them. (On a shared CPU the spread is real: compare ratios measured in one run.)
 
 References:
     PyTorch, "Benchmark utils: torch.utils.benchmark" (the ``Timer``, ``blocked_autorange`` and
-    ``Measurement`` used here) and the "PyTorch Benchmark" recipe (why warm-up and synchronisation matter);
+    ``Measurement`` used here) and the "PyTorch Benchmark" recipe (why warm-up and synchronization matter);
     NVIDIA, "CUDA C++ Best Practices Guide", sec. "Using CUDA GPU Timers" (timing with events).
 """
 
@@ -97,18 +97,18 @@ def time_call(
 ) -> Timing:
     """Time ``fn()`` the right way, with ``torch.utils.benchmark.Timer.blocked_autorange``.
 
-    First ``warmup`` calls (then a device synchronisation), so one-off costs are left out; then the Timer
+    First ``warmup`` calls (then a device synchronization), so one-off costs are left out; then the Timer
     picks a block size so that one block lasts long enough for the clock's resolution, and times blocks for
-    at least ``min_run_time`` seconds, synchronising an accelerator before each clock reading. The result
+    at least ``min_run_time`` seconds, synchronizing an accelerator before each clock reading. The result
     is the median and IQR of the per-call times of the blocks.
 
     On a CPU the clock is the wall clock (``timeit.default_timer``) around blocks of calls, with the
-    Timer's thread count set to ``threads``. On a GPU, the Timer synchronises the device, so the time
+    Timer's thread count set to ``threads``. On a GPU, the Timer synchronizes the device, so the time
     includes the kernels' execution (not just their launch).
 
     Args:
         fn: a function of no arguments (close over the inputs), e.g. ``lambda: step(x, y)``.
-        device: where ``fn`` computes, for synchronisation and the report (``"auto"``, ``"cpu"``,
+        device: where ``fn`` computes, for synchronization and the report (``"auto"``, ``"cpu"``,
             ``"cuda"``, ...; see :func:`dltricks.device.resolve_device`).
         warmup: untimed calls first (>= 0).
         min_run_time: seconds of timed blocks, at least (> 0).
@@ -130,7 +130,7 @@ def time_call(
         fn()
     _sync(dev)
     m = Timer("fn()", globals={"fn": fn}, num_threads=threads).blocked_autorange(min_run_time=min_run_time)
-    clock = "synchronised wall clock" if dev.type != "cpu" else f"wall clock, {threads} thread(s)"
+    clock = "synchronized wall clock" if dev.type != "cpu" else f"wall clock, {threads} thread(s)"
     method = f"torch.utils.benchmark.Timer.blocked_autorange after {warmup} warm-up call(s), {clock}"
     return _summary(list(m.times), m.number_per_run, dev, method)
 
@@ -140,7 +140,7 @@ def time_cuda_events(
 ) -> Timing:
     """Time each of ``runs`` calls of ``fn()`` on the GPU's clock with CUDA events (GPU only).
 
-    An event pair is recorded around every call in the stream's order, and the host synchronises once, at
+    An event pair is recorded around every call in the stream's order, and the host synchronizes once, at
     the end: the times are the GPU's execution times, without the host's clock or a sync per call.
 
     Args:
@@ -178,7 +178,7 @@ def time_cuda_events(
 
 
 def naive_times(fn: Callable[[], object], runs: int = 10) -> list[float]:
-    """Seconds of each of ``runs`` calls of ``fn()``, timed naively: no warm-up, no synchronisation.
+    """Seconds of each of ``runs`` calls of ``fn()``, timed naively: no warm-up, no synchronization.
 
     This is the common mistake, kept for contrast: the first entry includes the one-off costs, and on a GPU
     every entry measures only how long it took to queue the kernels. See :func:`check_warmup`.

@@ -94,7 +94,7 @@ def set_trainable(
         trainable: ``False`` to freeze, ``True`` to unfreeze.
         names, depth: which layers (see :func:`select`).
         freeze_batchnorm_stats: when freezing, also keep the selected batch-norm layers in evaluation mode
-            (Keras' behaviour); unfreezing always releases them.
+            (Keras' behavior); unfreezing always releases them.
 
     Raises:
         TypeError, ValueError: as :func:`select`, or if ``trainable`` is not a bool.
