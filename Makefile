@@ -90,6 +90,8 @@ lint: $(STAMP)
 	$(PY) -m ruff format --check companion tests tools benchmarks
 
 lab: $(STAMP)
+	@# The kernel the chapters name (a .venv made before its name changed would make the lab rewrite them).
+	@$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3" >/dev/null
 	@mkdir -p $(VENV)/share/jupyter/lab/settings
 	@# Open the chapters' .md files as notebooks on double-click (Jupytext's viewer).
 	@echo '{"@jupyterlab/docmanager-extension:plugin": {"defaultViewers": {"markdown": "Jupytext Notebook", "myst": "Jupytext Notebook"}}}' \

@@ -31,6 +31,9 @@ def lab_text(path: Path) -> str:
     config.set_default_format_options(fmt)
     nb = jupytext.reads(path.read_text(encoding="utf-8"), fmt="md:myst")
     nb.metadata.setdefault("kernelspec", dict(KERNELSPEC))  # the lab names the kernel it started
+    # ... and records what the kernel reports (which marks the tab as modified the moment it connects);
+    # Jupytext leaves it out of the text file, so a save changes nothing.
+    nb.metadata.setdefault("language_info", {"name": "python", "mimetype": "text/x-python"})
     return jupytext.writes(nb, fmt=fmt)
 
 
