@@ -19,14 +19,6 @@ from dltricks.train import fit
 N_BATCHES, BATCH = 50, 128
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def batches():
     g = torch.Generator().manual_seed(0)
