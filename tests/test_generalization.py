@@ -68,8 +68,12 @@ def test_surrogate_of_a_deterministic_simulator_keeps_improving(gen):
 
 
 def test_exact_targets_still_leave_an_interpolation_gap(gen):
-    # The prose says fitting exact samples is not fitting the function: test error above training error.
-    assert (values(gen, "sur_exact_ratio_last_draws") > 1).all()
+    # The prose says fitting exact samples is not fitting the function: test error above training error in
+    # the typical draw (the ratio is heavy-tailed, 0.97 to 60 over the full profile's 20 draws: one draw
+    # ended just below), and it states in how many draws.
+    ratio = values(gen, "sur_exact_ratio_last_draws")
+    assert np.median(ratio) > 1
+    assert gen["results"]["sur_exact_above_train"]["value"] == f"{(ratio > 1).sum()} of {len(ratio)}"
 
 
 def test_kfold_wording_follows_the_draws(gen):
