@@ -88,6 +88,14 @@ def test_every_figure_is_legible_at_column_width_and_captioned(build_dir):
             figure = cell.metadata.get("mystnb", {}).get("figure", {})
             if not (figure.get("caption") and figure.get("name")):
                 problems.append(f"{where}: no caption and name (cell metadata mystnb.figure)")
+            shown = [
+                o
+                for o in cell.get("outputs", [])
+                if o.get("output_type") in ("display_data", "execute_result")
+                and not any(k.startswith("application/papermill.record") for k in o.get("data", {}))
+            ]
+            if figure and len(shown) != 1:  # every other output lands in the figure too, under the same name
+                problems.append(f"{where}: {len(shown)} outputs in a numbered figure cell, one expected")
             for png in pngs:
                 figures += 1
                 width, dpi = png_size_and_dpi(base64.b64decode(png))
