@@ -238,7 +238,8 @@ def _train(
     bar = tqdm(total=epochs, initial=state.epoch, desc="epochs", unit="ep", disable=not progress, leave=False)
     deferred = sync_every > 1
     if deferred:
-        sums, first_bad = DeviceSums(dev), []  # first_bad: (step, loss) of a non-finite step not yet handled
+        # first_bad: (step, loss) of a non-finite step not yet handled
+        sums, first_bad = DeviceSums(dev), list[tuple[int, float]]()
         state.pending = lambda: _read_window(state, sums, first_bad)
     for epoch in range(state.epoch, epochs):
         if state.stop:  # checked first: a run resumed from its stopping epoch's checkpoint stays stopped
