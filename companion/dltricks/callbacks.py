@@ -112,7 +112,7 @@ class TrainState:
         self.skipped = 0  # non-finite steps skipped over the whole run
         self.hyperparameters = hyperparameters(optimizer)
         # Set by fit(sync_every=k > 1): moves the running sums kept on the device into the counters.
-        self.pending: Callable[[], None] | None = None
+        self.read_device_sums: Callable[[], None] | None = None
         self._begin_epoch()
 
     def sync(self) -> None:
@@ -121,8 +121,8 @@ class TrainState:
         Needed only under ``fit(sync_every=k > 1)``, which keeps them on the device between reads; a
         callback that reads them between steps calls this first. Does nothing otherwise.
         """
-        if self.pending is not None:
-            self.pending()
+        if self.read_device_sums is not None:
+            self.read_device_sums()
 
     def _begin_epoch(self) -> None:
         self.batch = 0  # batches of the current epoch done

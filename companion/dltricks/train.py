@@ -240,7 +240,7 @@ def _train(
     if deferred:
         # first_bad: (step, loss) of a non-finite step not yet handled
         sums, first_bad = DeviceSums(dev), list[tuple[int, float]]()
-        state.pending = lambda: _read_window(state, sums, first_bad)
+        state.read_device_sums = lambda: _read_window(state, sums, first_bad)
     for epoch in range(state.epoch, epochs):
         if state.stop:  # checked first: a run resumed from its stopping epoch's checkpoint stays stopped
             break
