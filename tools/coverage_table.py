@@ -33,7 +33,6 @@ CLAIMS = {
 OVERRIDES = {
     1: ["dltricks/diagnostics/overfit"],
     8: ["dltricks/diagnostics/lr_range"],
-    10: ["dltricks/augment", "dltricks/perf/device_batches"],  # the regularizer, and its speed on the device
     13: ["dltricks/preprocess"],
     15: ["dltricks/train"],
     21: ["dltricks/preprocess"],
