@@ -330,8 +330,14 @@ def _nonfinite_step(state: TrainState, value: float, policy: str, max_skipped: i
     )
 
 
-def _deferred_step(state: TrainState, loss: torch.Tensor, n: int, params: list[torch.Tensor],
-                   before_step: list[Callable[[TrainState], None]], sums: DeviceSums) -> None:  # fmt: skip
+def _deferred_step(
+    state: TrainState,
+    loss: torch.Tensor,
+    n: int,
+    params: list[torch.Tensor],
+    before_step: Sequence[Callable[[TrainState], None]],
+    sums: DeviceSums,
+) -> None:
     """One step of ``fit(sync_every=k > 1)``: the optimizer skips it on the device when not finite."""
     finite = finite_flag(loss, gradients(params))
     for hook in before_step:
