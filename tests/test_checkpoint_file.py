@@ -5,10 +5,12 @@ Damage and hostile files are in ``tests/test_faults.py``; resuming a run in ``te
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import multiprocessing
 import os
+import pickle
 import re
 import signal
 import warnings
@@ -53,10 +55,12 @@ def test_listing_keeps_only_checkpoint_names_sorted_by_step(tmp_path):
     (tmp_path / "a-file").write_text("")
     assert list_checkpoints(tmp_path / "a-file") == []  # not a directory
     for name in ["ckpt-000000020.pt", "ckpt-1000000000.pt", "ckpt-000000003.pt", "ckpt-00000001.pt",
-                 "ckpt-000000005.pt.corrupt", ".ckpt-000000007.pt.1.tmp", "xckpt-000000009.pt"]:  # fmt: skip
+                 "ckpt-999999999.pt", "ckpt-000000005.pt.corrupt", ".ckpt-000000007.pt.1.tmp",
+                 "xckpt-000000009.pt"]:  # fmt: skip
         (tmp_path / name).write_text("")
     names = [p.name for p in list_checkpoints(str(tmp_path))]
-    assert names == ["ckpt-000000003.pt", "ckpt-000000020.pt", "ckpt-1000000000.pt"]
+    # by step, not by name: "ckpt-1000000000.pt" sorts before "ckpt-999999999.pt" as a string
+    assert names == ["ckpt-000000003.pt", "ckpt-000000020.pt", "ckpt-999999999.pt", "ckpt-1000000000.pt"]
     with pytest.raises(
         TypeError, match=_exact("`directory` must be a directory path. Received: directory=3")
     ):
@@ -155,7 +159,8 @@ def test_latest_warns_at_the_callers_line_and_skips_to_a_good_file(tmp_path):
         warnings.simplefilter("always")
         assert latest_checkpoint(tmp_path) == good
     assert [w.category for w in caught] == [RuntimeWarning]
-    assert caught[0].filename == __file__  # stacklevel points at the code that asked
+    if "MUTANT_UNDER_TEST" not in os.environ:  # under mutmut its trampolines add frames (tools/mutate.py)
+        assert caught[0].filename == __file__  # stacklevel points at the code that asked
     assert str(caught[0].message) == f"skipping bad checkpoint {bad}: {bad} is truncated: the file is empty"
     assert bad.exists()  # latest_checkpoint only reads; a resume is what sets bad files aside
     with pytest.warns(RuntimeWarning, match=re.escape(f"; renamed to {bad.name}.corrupt")):
@@ -213,3 +218,97 @@ def test_a_failed_write_removes_its_temporary_and_reraises(tmp_path, monkeypatch
     with pytest.raises(OSError, match="^disk full$"):
         save_checkpoint(path, {"a": 1})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_cut_at_the_end_of_its_header_or_just_before_names_the_right_fault(tmp_path):
+    path = save_checkpoint(tmp_path / "ckpt-000000001.pt", {"a": 1})
+    data = path.read_bytes()
+    n = len(data) - HEADER_SIZE
+    path.write_bytes(data[:HEADER_SIZE])  # the whole header, no archive
+    expected = f"{path} is truncated: its archive has 0 bytes, the header says {n}"
+    with pytest.raises(CheckpointError, match=_exact(expected)):
+        load_checkpoint(path)
+    path.write_bytes(data[: HEADER_SIZE - 1])
+    expected = f"{path} is truncated: {HEADER_SIZE - 1} bytes, shorter than the header"
+    with pytest.raises(CheckpointError, match=_exact(expected)):
+        load_checkpoint(path)
+
+
+REFUSED = "refused unsafe content (objects beyond tensors and primitives): "
+
+
+@pytest.mark.parametrize(
+    ("torch_message", "reason"),
+    [
+        # the first line that names the refused object (says GLOBAL or (U)nsupported), not torch's advice
+        ("Weights only load failed. Re-run with weights_only=False.\n\nUnsupported global: GLOBAL a.b "
+         "was not an allowed global by default.\nCheck the documentation", "Unsupported global: GLOBAL a.b "
+         "was not an allowed global by default."),
+        ("Weights only load failed.\nGLOBAL evil.run refused\nUnsupported operand 149",
+         "GLOBAL evil.run refused"),
+        ("Weights only load failed.\n\nUnsupported operand 149\n", "Unsupported operand 149"),
+        ("Weights only load failed.\nno name given here", "UnpicklingError"),  # nothing names it: the type
+        ("Unsupported global: GLOBAL " + "x" * 400, ("Unsupported global: GLOBAL " + "x" * 400)[:300]),
+    ],
+)  # fmt: skip
+def test_a_refused_archive_is_reported_by_the_line_that_names_the_object(
+    torch_message, reason, tmp_path, monkeypatch
+):
+    path = save_checkpoint(tmp_path / "ckpt-000000001.pt", {"a": 1})
+
+    def refusing_load(*args, **kwargs):
+        raise pickle.UnpicklingError(torch_message)
+
+    monkeypatch.setattr(torch, "load", refusing_load)
+    with pytest.raises(CheckpointError, match=_exact(f"{path}: {REFUSED}{reason}")):
+        load_checkpoint(path)
+
+
+def test_a_save_that_fails_before_its_temporary_exists_raises_that_error(tmp_path, monkeypatch):
+    def full_disk_open(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cf, "open", full_disk_open, raising=False)  # found before the builtin open
+    with pytest.raises(OSError) as info:
+        save_checkpoint(tmp_path / "ckpt-000000001.pt", {"a": 1})
+    assert info.value.errno == errno.ENOSPC  # not a FileNotFoundError from cleaning up a missing temporary
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file descriptors")
+def test_a_save_syncs_the_file_then_its_directory_except_on_windows(tmp_path, monkeypatch):
+    opened, synced = [], []
+    real_open, real_fsync = os.open, os.fsync
+
+    def spy_open(path, flags, *args, **kwargs):
+        opened.append((str(path), flags))
+        return real_open(path, flags, *args, **kwargs)
+
+    def spy_fsync(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}") if os.path.exists("/proc/self/fd") else fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(cf.os, "open", spy_open)
+    monkeypatch.setattr(cf.os, "fsync", spy_fsync)
+    path = save_checkpoint(tmp_path / "ckpt-000000001.pt", {"a": 1})
+    assert opened == [(str(tmp_path), os.O_RDONLY)]  # the directory, after the file (opened by open())
+    assert len(synced) == 2
+    if os.path.exists("/proc/self/fd"):
+        assert synced == [str(tmp_path / f".{path.name}.{os.getpid()}.tmp"), str(tmp_path)]
+    opened.clear()
+    with monkeypatch.context() as m:
+        m.setattr(cf.os, "name", "nt")  # Windows cannot open a directory: nothing is opened there
+        cf._fsync_directory(tmp_path)
+    assert opened == []
+
+
+def test_the_kill_hook_flushes_the_torn_bytes_then_sends_itself_sigkill(tmp_path, monkeypatch):
+    # os.kill is replaced, so this process survives to check what the hook did before the signal.
+    kills = []
+    monkeypatch.setattr(cf.os, "kill", lambda pid, sig: kills.append((pid, sig)))
+    with open(tmp_path / "torn", "wb") as f:
+        f.write(b"half")
+        cf._kill_self(f)
+        assert (tmp_path / "torn").read_bytes() == b"half"  # on disk, not left in the file's buffer
+    cf._kill_self(None)  # the replace point: no file open
+    assert kills == [(os.getpid(), signal.SIGKILL)] * 2

@@ -283,6 +283,25 @@ def test_a_hostile_file_is_refused_and_runs_nothing(kind, tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.parametrize("kind", ["torch archive, correct checksum", "raw pickle, correct checksum"])
+def test_a_hostile_file_is_refused_even_where_torch_is_told_to_load_unsafely(kind, tmp_path, monkeypatch):
+    """TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 makes torch.load default to weights_only=False (to read old
+    files); loading asks for weights_only=True explicitly, which the variable does not override."""
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    marker = tmp_path / "pwned"
+    path = tmp_path / "ckpt-000000100.pt"
+    path.write_bytes(_hostile_files(marker)[kind])
+    # the reason is torch's line that names the refused global or opcode, not its advice to retry unsafely
+    named = f"GLOBAL {os.system.__module__}.system" if "archive" in kind else "Unsupported operand"
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Detected pickle protocol")  # torch's note on the raw pickle
+        with pytest.raises(CheckpointError, match="refused unsafe content") as info:
+            load_checkpoint(path)
+    reason = str(info.value).split("(objects beyond tensors and primitives): ")[1]
+    assert named in reason and "weights_only" not in reason
+    assert not marker.exists()
+
+
 def test_resume_skips_a_hostile_newest_file_and_runs_nothing(tmp_path):
     """A good checkpoint, then a hostile one under the next name: the resume uses the good one."""
     from dltricks.checkpoint import Checkpoint

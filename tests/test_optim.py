@@ -520,6 +520,13 @@ def test_bad_input_is_rejected(call, error, pattern):
         call()
 
 
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_every_optimizer_checks_foreach_itself(name):
+    # foreach="yes" would otherwise pass silently as truthy: each optimizer's _check_hyper must refuse it.
+    with pytest.raises(TypeError, match=r"^`foreach` must be None, True or False\. Received: foreach='yes'$"):
+        OPTIMIZERS[name](P, foreach="yes")
+
+
 def test_complex_parameters_are_rejected():
     p = torch.nn.Parameter(torch.ones(2, dtype=torch.complex64))
     p.grad = torch.ones(2, dtype=torch.complex64)

@@ -785,3 +785,173 @@ def test_a_plateau_metric_must_be_a_number_or_a_one_element_tensor():
     for bad in (True, torch.ones(2)):
         with pytest.raises(TypeError, match="^" + re.escape(message + repr(bad)) + "$"):
             plateau.update(bad)
+
+
+# -- edges of the formulas, every argument's error, the callbacks' hooks one by one ---------------------
+
+
+def test_power_decay_is_smooth_by_default_and_takes_any_power():
+    # Not a staircase unless asked: at t = 1.5 s the rate is eta0 / 2.5 (a staircase gives eta0 / 2). A
+    # power below 1 (here 1/2, so eta0 / sqrt(1 + 3) at t = 3s) and 0 (a constant rate) are allowed.
+    assert power_decay(15, lr0=0.1, decay_steps=10) == pytest.approx(0.1 / 2.5, rel=1e-15)
+    assert power_decay(30, lr0=0.1, decay_steps=10, power=0.5) == pytest.approx(0.05, rel=1e-15)
+    assert power_decay(30, lr0=0.1, decay_steps=10, power=0.0) == 0.1
+
+
+def test_cosine_without_warmup_starts_at_its_peak():
+    # warmup_steps defaults to 0: step 0 is already lr0 (as CosineAnnealingLR's base rate).
+    assert cosine_with_warmup(0, lr0=0.1, total_steps=5) == 0.1
+
+
+def test_three_phase_one_cycle_holds_its_final_rate_after_the_cycle():
+    kw = {"max_lr": 1.0, "total_steps": 100, "pct_start": 0.25, "three_phase": True}
+    end = one_cycle(99, **kw)
+    assert end == pytest.approx(1.0 / 25 / 1e4, rel=1e-15)  # eta_min, not the initial rate of phase 2
+    assert one_cycle(100, **kw) == one_cycle(10**6, **kw) == end
+
+
+def _exact(message):
+    return "^" + re.escape(message) + "$"
+
+
+ERRORS = [
+    (lambda: power_decay(0, lr0=0, decay_steps=1), ValueError,
+     "`lr0` must be a real number in (0, inf). Received: lr0=0"),
+    (lambda: power_decay(0, lr0=0.1, decay_steps=0), ValueError,
+     "`decay_steps` must be a real number in (0, inf). Received: decay_steps=0"),
+    (lambda: power_decay(0, lr0=0.1, decay_steps=1, decay_rate=-1), ValueError,
+     "`decay_rate` must be a real number in [0, inf). Received: decay_rate=-1"),
+    (lambda: power_decay(0, lr0=0.1, decay_steps=1, power=-0.5), ValueError,
+     "`power` must be a real number in [0, inf). Received: power=-0.5"),
+    (lambda: exponential_decay(0, lr0=0.1, decay_steps=0, decay_rate=0.5), ValueError,
+     "`decay_steps` must be a real number in (0, inf). Received: decay_steps=0"),
+    (lambda: exponential_decay(0, lr0=0.1, decay_steps=1, decay_rate=0), ValueError,
+     "`decay_rate` must be a real number in (0, inf). Received: decay_rate=0"),
+    (lambda: one_cycle_momentum(0, total_steps=9, base_momentum=-0.1), ValueError,
+     "`base_momentum` must be a real number in [0, 1). Received: base_momentum=-0.1"),
+    (lambda: one_cycle_momentum(0, total_steps=9, base_momentum=1.0, max_momentum=1.0), ValueError,
+     "`base_momentum` must be a real number in [0, 1). Received: base_momentum=1.0"),
+    (lambda: one_cycle_momentum(0, total_steps=9, max_momentum=1.0), ValueError,
+     "`max_momentum` must be a real number in [0.85, 1). Received: max_momentum=1.0"),
+    (lambda: cosine_with_warmup(0, lr0=0, total_steps=5), ValueError,
+     "`lr0` must be a real number in (0, inf). Received: lr0=0"),
+    (lambda: cosine_with_warmup(0, lr0=0.1, total_steps=5, warmup_steps=-1), ValueError,
+     "`warmup_steps` must be an integer in [0, 4]. Received: warmup_steps=-1"),
+    (lambda: cosine_with_warmup(0, lr0=0.1, total_steps=5, min_lr=-0.01), ValueError,
+     "`min_lr` must be a real number in [0, 0.1]. Received: min_lr=-0.01"),
+    (lambda: cosine_with_warmup(0, lr0=0.1, total_steps=5, warmup_start_lr=0.2), ValueError,
+     "`warmup_start_lr` must be a real number in [0, 0.1]. Received: warmup_start_lr=0.2"),
+    (lambda: ReduceOnPlateau(0.1, threshold=-1e-4), ValueError,
+     "`threshold` must be a real number in [0, inf). Received: threshold=-0.0001"),
+    (lambda: ReduceOnPlateau(0.1, cooldown=-1), ValueError,
+     "`cooldown` must be an integer >= 0. Received: cooldown=-1"),
+    (lambda: ReduceOnPlateau(0.1, min_lr=-0.1), ValueError,
+     "`min_lr` must be a real number in [0, inf). Received: min_lr=-0.1"),
+    (lambda: ReduceOnPlateau(0.1, eps=-1e-8), ValueError,
+     "`eps` must be a real number in [0, inf). Received: eps=-1e-08"),
+    (lambda: ReduceOnPlateau(0.1).load_state_dict({"lr": 1}), TypeError,
+     "`state` must be a mapping with the keys ['lr', 'best', 'num_bad', 'cooldown_counter', 'updates']. "
+     "Received: state={'lr': 1}"),
+    (lambda: Schedule(len, momentum=0.9), TypeError,
+     "`momentum` must be None or a callable fn(step) -> momentum. Received: momentum=0.9"),
+    (lambda: Schedule(len, record="yes"), TypeError,
+     "`record` must be True or False. Received: record='yes'"),
+    (lambda: PlateauSchedule(ReduceOnPlateau(0.1), monitor=3), TypeError,
+     "`monitor` must be a string naming a History key. Received: monitor=3"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("call", "error", "message"), ERRORS, ids=[c[2][:40] for c in ERRORS])
+def test_every_argument_error_has_its_type_and_whole_message(call, error, message):
+    # The ranges are the docstrings'; the shape is the package's: "`name` must be ... Received: name=value".
+    with pytest.raises(error, match=_exact(message)):
+        call()
+
+
+@pytest.mark.parametrize("eps", [0.5, 0.0])
+def test_a_reduction_of_exactly_eps_is_skipped_like_torch(eps):
+    # From 1.0 with factor 0.5 the first reduction is exactly 0.5: skipped when eps = 0.5 (torch reduces
+    # only when old - new > eps), taken when eps = 0.
+    kwargs = {"factor": 0.5, "patience": 0, "eps": eps}
+    plateau = ReduceOnPlateau(1.0, **kwargs)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    theirs = S.ReduceLROnPlateau(opt, **kwargs)
+    for value in [1.0, 1.0, 1.0]:
+        theirs.step(value)
+        assert plateau.update(value) == opt.param_groups[0]["lr"]
+    assert plateau.lr == (1.0 if eps == 0.5 else 0.25)
+
+
+def _state(lrs=(1.0,)):
+    net = torch.nn.Linear(1, 1)
+    opt = torch.optim.SGD([{"params": [p], "lr": lr} for p, lr in zip(net.parameters(), lrs)], lr=1.0)
+    from dltricks.callbacks import History
+
+    return TrainState(net, opt, History())
+
+
+@pytest.mark.parametrize("per", ["step", "epoch"])
+def test_each_schedule_hook_sets_the_rate_of_its_own_counter(per):
+    # Called directly on a state as a resumed fit starts it (7 steps, 2 epochs done): on_train_begin sets
+    # fn(counter) of that counter; after an update (per="step") or an epoch (per="epoch") the next rate is
+    # set, and the other hook leaves the rate alone.
+    state = _state()
+    sched = Schedule(lambda k: k / 100, per=per)
+    assert sched.lrs == [] and sched.momenta == []  # a fresh callback has recorded nothing
+
+    def lr():
+        return state.optimizer.param_groups[0]["lr"]
+
+    state.step, state.epoch = 7, 2
+    sched.on_train_begin(state)
+    assert lr() == (0.07 if per == "step" else 0.02)
+    state.step = 8  # fit counts the update in progress before on_before_step
+    sched.on_before_step(state)
+    sched.on_step_end(state)
+    assert lr() == (0.08 if per == "step" else 0.02)
+    state.epoch = 3
+    sched.on_epoch_end(state)
+    assert lr() == (0.08 if per == "step" else 0.03)
+
+
+@pytest.mark.parametrize("rate", [-0.1, math.inf])
+def test_a_negative_or_infinite_rate_from_the_function_is_rejected(rate):
+    message = f"`fn(0)` must be a finite learning rate >= 0. Received: fn(0)={rate!r}"
+    with pytest.raises(ValueError, match=_exact(message)):
+        Schedule(lambda k: rate).on_train_begin(_state())
+
+
+def test_plateau_schedule_hooks_set_the_rules_rate_in_every_group():
+    state = _state(lrs=(1.0, 2.0))
+    callback = PlateauSchedule(ReduceOnPlateau(0.1, factor=0.5, patience=0))
+    assert callback.lrs == []  # fresh
+
+    def lrs():
+        return [g["lr"] for g in state.optimizer.param_groups]
+
+    callback.on_train_begin(state)
+    assert lrs() == [0.1, 0.1]
+    callback.on_epoch_end(state)  # no epoch recorded yet: nothing to read
+    assert callback.lrs == [] and lrs() == [0.1, 0.1]
+    state.history.append({"val_loss": 1.0})
+    callback.on_epoch_end(state)
+    state.history.append({"val_loss": 2.0})  # worse, patience 0: halved at once
+    callback.on_epoch_end(state)
+    assert callback.lrs == [0.1, 0.05] and lrs() == [0.05, 0.05]  # set at the epoch's end, as checkpointed
+
+
+@pytest.mark.parametrize("threshold_mode", ["rel", "abs"])
+@pytest.mark.parametrize("mode", ["min", "max"])
+def test_a_value_exactly_at_the_threshold_does_not_improve_like_torch(mode, threshold_mode):
+    # Improving needs to beat the threshold strictly: from a best of 16 (min) or 10 (max) with theta = 0.5,
+    # the boundary is 8 / 15.5 (min, rel / abs) or 15 / 10.5 (max), all exact in binary floating point.
+    best = 16.0 if mode == "min" else 10.0
+    boundary = {("min", "rel"): 8.0, ("min", "abs"): 15.5, ("max", "rel"): 15.0, ("max", "abs"): 10.5}
+    kwargs = {"factor": 0.5, "patience": 0, "mode": mode, "threshold": 0.5, "threshold_mode": threshold_mode}
+    plateau = ReduceOnPlateau(0.1, **kwargs)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    theirs = S.ReduceLROnPlateau(opt, **kwargs)
+    for value in [best, boundary[mode, threshold_mode]]:
+        theirs.step(value)
+        assert plateau.update(value) == opt.param_groups[0]["lr"]
+    assert plateau.lr == 0.05 and plateau.best == best  # a bad update: reduced at once (patience 0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 
 import numpy as np
 import pytest
@@ -196,3 +197,62 @@ def test_errors_have_the_right_type_and_the_whole_message(call, error, message) 
     x, y = np.arange(10), np.arange(10) % 2
     with pytest.raises(error, match=_exact(message)):
         call(x, y)
+
+
+def test_remainder_ties_go_to_the_earlier_class_among_many_classes() -> None:
+    # Largest remainder with a stable sort: 20 classes, 12 of size 6 and 8 of size 5, a quarter held out
+    # (28 of 112). Quotas 1.5 and 1.25 round down to 1 each (20 in all); the 8 left over go to the largest
+    # remainder, 0.5, which 12 classes share: the 8 earliest of them (in label order) get a second one.
+    # Over 16 keys numpy's default sort is not stable: this pins the stable one (and the split across CPUs).
+    sizes = np.array([6, 5, 6, 6, 5] * 4)
+    y = np.repeat(np.arange(20), sizes)
+    _, _, _, y_va = train_val_split(np.arange(len(y)), y, val_size=28, seed=0, stratify=True)
+    expected = np.ones(20, dtype=np.int64)
+    expected[np.flatnonzero(sizes == 6)[:8]] = 2
+    np.testing.assert_array_equal(np.bincount(y_va, minlength=20), expected)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_subsample_leftovers_go_to_equal_classes_in_the_order_of_the_seeds_permutation(seed: int) -> None:
+    # 10 classes of 4 and 10 of 10, n=103: the small ones are filled first (4 each, 40), then 63 over the
+    # ten large ones is 6 each with 3 left over, which go to the last 3 large classes in the order of
+    # default_rng(seed).permutation(20) (the first draw; a stable sort keeps that order among equal sizes).
+    sizes = np.array([4, 10] * 10)
+    y = np.repeat(np.arange(20), sizes)
+    _, y_sub = subsample(np.arange(len(y)), y, n=103, seed=seed)
+    large_in_order = [c for c in np.random.default_rng(seed).permutation(20) if sizes[c] == 10]
+    expected = np.where(sizes == 4, 4, 6)
+    expected[large_in_order[-3:]] = 7
+    np.testing.assert_array_equal(np.bincount(y_sub, minlength=20), expected)
+
+
+@pytest.mark.parametrize("as_tensor", [False, True])
+def test_unstratified_subsample_returns_the_labels_of_its_examples(as_tensor: bool) -> None:
+    x, y = _toy()
+    if as_tensor:
+        x, y = torch.from_numpy(x), torch.from_numpy(y)
+    sx, sy = subsample(x, y, n=30, seed=2, stratify=False)
+    assert tuple(sy.shape) == (30,) and type(sy) is type(y)
+    assert np.array_equal(np.asarray(sy), np.asarray(y)[np.asarray(sx[:, 0]) // 2])
+
+
+def test_labels_may_be_a_tensor_that_requires_grad() -> None:
+    # The labels are read as a numpy array for the stratified draw: a tensor that requires grad is detached.
+    x, y = _toy()
+    y_grad = torch.from_numpy(y).double().requires_grad_()
+    _, _, _, y_va = train_val_split(torch.from_numpy(x), y_grad, val_size=20, seed=0, stratify=True)
+    assert np.bincount(y_va.detach().long().numpy()).tolist() == [10, 5, 4, 1]
+    _, sy = subsample(x, y_grad, n=8, seed=0)
+    assert np.bincount(sy.detach().long().numpy()).tolist() == [2, 2, 2, 2]
+
+
+def test_numpy_inputs_work_when_torch_was_never_imported(monkeypatch: pytest.MonkeyPatch) -> None:
+    x, y = _toy()
+    monkeypatch.delitem(sys.modules, "torch")  # as in a process that never imported torch
+    _, _, _, y_va = train_val_split(x, y, val_size=20, seed=0, stratify=True)
+    _, sy = subsample(x, y, n=8, seed=0)
+    assert np.bincount(y_va).tolist() == [10, 5, 4, 1] and np.bincount(sy).tolist() == [2, 2, 2, 2]
+    with pytest.raises(
+        TypeError, match=re.escape("`x` must be a numpy array or torch tensor. Received: x=[1]")
+    ):
+        subsample([1], y[:1], n=1, seed=0)  # type: ignore[arg-type]

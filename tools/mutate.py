@@ -51,6 +51,19 @@ _NONE_IS_FALSE = "min_inclusive=None: check_float only tests its truth value, an
 _FALLBACK = "hasattr(torch, ...) made false: the fallback loop for old torch gives the same numbers"
 _UNREACHABLE = "inside the fallback for torch without _foreach_* (never taken: torch>=2.2 has them)"
 _ONE_DEVICE = "one device: .to(device) / .to('cpu') is a no-op when every tensor is already on the CPU"
+_SORT_KIND = "numpy reads a sort kind by its first letter, case-insensitively: 'STABLE' is 'stable'"
+_TRUNCATE = "x / k stored into an int64 array truncates, the same as x // k for counts >= 0 below 2**53"
+_TRAMPOLINE = (
+    "not equivalent, untestable here: mutmut's trampolines add stack frames, so a warning's stacklevel is"
+    " checked only outside mutmut (test_latest_warns_at_the_callers_line_and_skips_to_a_good_file)"
+)
+_PRESERVE = "zeros_like's memory_format defaults to torch.preserve_format (also when passed None)"
+_MAX_NONE = _NONE_IS_FALSE.replace("min_", "max_")
+_LAST_PHASE = "the last phase ends at total_steps - 1 and t < total_steps here, so t <= end_step holds anyway"
+_NOT_REACHED = "the message of the AssertionError after the loop, which the last phase always returns from"
+_COS_END = "t > n for t >= n: at t == n the cosine gives min_lr exactly (math.cos(math.pi) == -1.0)"
+_RESET_FIRST = "_recorded starts as '' instead of None: on_train_begin resets it before any use"
+_DEAD_STEP = "_step is only given names that list_checkpoints matched: its no-match branch is dead code"
 EQUIVALENT: dict[str, str] = {
     "dltricks.clip.x__max_norm__mutmut_8": _NONE_IS_FALSE,
     "dltricks.clip.x_clip_vector_by_norm__mutmut_18": _NONE_IS_FALSE,
@@ -71,6 +84,39 @@ EQUIVALENT: dict[str, str] = {
     "dltricks.early_stopping.xǁEarlyStoppingǁload_state_dict__mutmut_23": _ONE_DEVICE + " (copy=True kept)",
     "dltricks.early_stopping.xǁEarlyStoppingǁon_epoch_end__mutmut_15": _ONE_DEVICE,
     "dltricks.early_stopping.xǁEarlyStoppingǁon_epoch_end__mutmut_17": _ONE_DEVICE + " (copy=True kept)",
+    "dltricks.splits.x_train_val_split__mutmut_12": _NONE_IS_FALSE,
+    "dltricks.splits.x_train_val_split__mutmut_13": _MAX_NONE,
+    "dltricks.splits.x__largest_remainder__mutmut_12": _SORT_KIND,
+    "dltricks.splits.x_subsample__mutmut_72": _SORT_KIND,
+    "dltricks.splits.x_subsample__mutmut_85": _TRUNCATE,
+    "dltricks.splits.x__take__mutmut_1": _ONE_DEVICE,
+    "dltricks.checkpoint_file.x__newest_good__mutmut_18": _TRAMPOLINE,
+    "dltricks.checkpoint_file.x__newest_good__mutmut_19": _TRAMPOLINE,
+    "dltricks.checkpoint_file.x__step__mutmut_3": _DEAD_STEP,
+    "dltricks.checkpoint_file.x__step__mutmut_5": _DEAD_STEP,
+    "dltricks.checkpoint_file.x__step__mutmut_6": _DEAD_STEP,
+    "dltricks.checkpoint_file.x_load_checkpoint__mutmut_39": "< and <= agree inside `if len(body) != size`",
+    "dltricks.checkpoint_file.x_load_checkpoint__mutmut_50": _ONE_DEVICE + " (map_location='cpu' dropped)",
+    "dltricks.checkpoint_file.x_load_checkpoint__mutmut_53": _ONE_DEVICE + " (map_location='cpu' dropped)",
+    "dltricks.optim.adam.xǁAdamǁ_init_state__mutmut_8": _PRESERVE,
+    "dltricks.optim.adam.xǁAdamǁ_init_state__mutmut_10": _PRESERVE,
+    "dltricks.optim.adam.xǁAdamǁ_init_state__mutmut_15": _PRESERVE,
+    "dltricks.optim.adam.xǁAdamǁ_init_state__mutmut_17": _PRESERVE,
+    "dltricks.optim.adam.xǁAdamǁ_init_state__mutmut_24": _PRESERVE,
+    "dltricks.optim.adam.xǁAdamǁ_init_state__mutmut_26": _PRESERVE,
+    "dltricks.schedules.functions.x_power_decay__mutmut_17": _NONE_IS_FALSE,
+    "dltricks.schedules.functions.x_exponential_decay__mutmut_15": _NONE_IS_FALSE,
+    "dltricks.schedules.functions.x_exponential_decay__mutmut_28": _NONE_IS_FALSE,
+    "dltricks.schedules.functions.x_one_cycle_momentum__mutmut_23": _MAX_NONE,
+    "dltricks.schedules.functions.x_one_cycle_momentum__mutmut_39": _MAX_NONE,
+    "dltricks.schedules.plateau.xǁReduceOnPlateauǁ__init____mutmut_23": _NONE_IS_FALSE,
+    "dltricks.schedules.plateau.xǁReduceOnPlateauǁ__init____mutmut_24": _MAX_NONE,
+    "dltricks.schedules.functions.x__one_cycle_interp__mutmut_11": _LAST_PHASE,
+    "dltricks.schedules.functions.x__one_cycle_interp__mutmut_35": _NOT_REACHED,
+    "dltricks.schedules.functions.x__one_cycle_interp__mutmut_36": _NOT_REACHED,
+    "dltricks.schedules.functions.x__one_cycle_interp__mutmut_37": _NOT_REACHED,
+    "dltricks.schedules.functions.x_cosine_with_warmup__mutmut_67": _COS_END,
+    "dltricks.schedules.callbacks.xǁScheduleǁ__init____mutmut_66": _RESET_FIRST,
 }
 
 KILLED = {1, 3, 24, -24, 36, 152, 255, -9, -11}  # mutmut's exit codes for killed, timeout and crash
