@@ -168,11 +168,13 @@ def test_numbers_are_the_same_serial_and_in_parallel(tmp_path):
 
 
 @pytest.mark.book
-def test_a_failing_chapter_is_named_and_the_others_are_kept(tmp_path):
+def test_a_failing_chapter_is_named_and_the_others_are_kept(tmp_path, capsys):
     results, cache, env = _workspace(tmp_path)
     good = write_chapter(tmp_path, "good")
     bad = write_chapter(tmp_path, "bad")
-    bad.write_text(bad.read_text().replace("opt.step()", "opt.step()\n    raise ValueError('planted')"))
+    # It fails after recording a first number, so it leaves partial results behind.
+    planted = 'book.record("threads", torch.get_num_threads(), glue=False)'
+    bad.write_text(bad.read_text().replace(planted, planted + "\nraise ValueError('planted')"))
     plans = [_plan(tmp_path, md, {}, env, results) for md in (bad, good)]
     failures = build_book.run_chapters(plans, 2, cache, results)
     assert len(failures) == 1 and failures[0].startswith("Chapter 'bad' failed in cell")
@@ -180,6 +182,16 @@ def test_a_failing_chapter_is_named_and_the_others_are_kept(tmp_path):
     assert (results / "good.json").exists()
     nb = build_book.prepare(good, {}, build_inputs.describe(good, {}, env))
     assert build_inputs.restore(cache, nb, tmp_path / "again.ipynb", results / "good.json")
+    # The partial results say so, and so does a chapter killed before the build could annotate its results.
+    killed = json.loads((results / "good.json").read_text())
+    del killed["build"]
+    (results / "killed.json").write_text(json.dumps(killed))
+    capsys.readouterr()
+    build_book.print_times(results, ["bad", "good", "killed"])
+    rows = {line.split()[1]: line for line in capsys.readouterr().out.splitlines() if line.startswith("[book]   ")}
+    assert "FAILED: partial results" in rows["bad"]
+    assert rows["good"].endswith("executed")
+    assert "INCOMPLETE" in rows["killed"] and "cache" not in rows["killed"]
 
 
 def test_repository_buttons_come_from_one_setting():

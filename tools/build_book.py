@@ -281,6 +281,7 @@ def run_chapters(plan: list[dict], jobs: int, cache, results: Path) -> list[str]
             p["source"].unlink(missing_ok=True)
             if failure:
                 failures.append(failure)
+                _annotate_results(results / f"{name}.json", seconds, "failed")  # what it recorded before failing
                 print(f"[book] {name}: FAILED after {seconds:.0f} s", flush=True)
                 continue
             _annotate_results(results / f"{name}.json", seconds, "executed")
@@ -299,9 +300,13 @@ def print_times(results: Path, order: list[str]) -> None:
         data = json.loads(path.read_text(encoding="utf-8"))
         build = data.get("build", {})
         seconds = float(data.get("execution_s", data.get("wall_time_s", 0.0)))
-        fresh = build.get("source") == "executed"
-        total += seconds if fresh else 0.0
-        how = "executed" if fresh else f"cache (run started {data.get('started', '?')})"
+        source = build.get("source")
+        total += seconds if source in ("executed", "failed") else 0.0
+        how = {
+            "executed": "executed",
+            "cache": f"cache (run started {data.get('started', '?')})",
+            "failed": "FAILED: partial results",
+        }.get(source, f"INCOMPLETE: a run started {data.get('started', '?')} did not finish (killed?)")
         rows.append(f"[book]   {name:<16} {seconds:7.1f} s  {how}")
     print("[book] chapter times:\n" + "\n".join(rows) + f"\n[book]   executed in this build: {total:.0f} s")
 
@@ -439,7 +444,12 @@ def render(build: Path, files: list[str], executed: dict[str, Path]) -> int:
 
 def _annotate_results(path: Path, seconds: float | None, source: str) -> None:
     """Record beside the chapter's results how this build got them: executed now (and papermill's wall time,
-    kernel start included) or restored from the cache (keeping the time of the run that made them)."""
+    kernel start included), restored from the cache (keeping the time of the run that made them), or
+    ``"failed"`` (what the chapter recorded before its error).
+
+    A chapter rewrites its JSON after every record and knows nothing of the build, so results without this
+    annotation come from a run that never finished: the build was killed, or the chapter is still running.
+    """
     if not path.exists():
         return
     data = json.loads(path.read_text(encoding="utf-8"))
