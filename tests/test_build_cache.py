@@ -188,7 +188,8 @@ def test_a_failing_chapter_is_named_and_the_others_are_kept(tmp_path, capsys):
     (results / "killed.json").write_text(json.dumps(killed))
     capsys.readouterr()
     build_book.print_times(results, ["bad", "good", "killed"])
-    rows = {line.split()[1]: line for line in capsys.readouterr().out.splitlines() if line.startswith("[book]   ")}
+    out = capsys.readouterr().out.splitlines()
+    rows = {line.split()[1]: line for line in out if line.startswith("[book]   ")}
     assert "FAILED: partial results" in rows["bad"]
     assert rows["good"].endswith("executed")
     assert "INCOMPLETE" in rows["killed"] and "cache" not in rows["killed"]

@@ -281,7 +281,8 @@ def run_chapters(plan: list[dict], jobs: int, cache, results: Path) -> list[str]
             p["source"].unlink(missing_ok=True)
             if failure:
                 failures.append(failure)
-                _annotate_results(results / f"{name}.json", seconds, "failed")  # what it recorded before failing
+                # Keep what it recorded before failing, marked as such.
+                _annotate_results(results / f"{name}.json", seconds, "failed")
                 print(f"[book] {name}: FAILED after {seconds:.0f} s", flush=True)
                 continue
             _annotate_results(results / f"{name}.json", seconds, "executed")
