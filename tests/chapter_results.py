@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from dltricks.compare import PairedComparison, compare_paired
+from dltricks.tuning import compare_tuned, from_scores
 
 # Keys ending in this suffix hold repeated draws of a cheap experiment (e.g. 200 data sets for a polynomial
 # fit), not one value per seed; the per-seed length check skips them.
@@ -44,4 +45,32 @@ def comparison(run: dict, key: str) -> PairedComparison:
     )
     assert result.verdict == settings["verdict"] == run["results"][f"{key}_verdict"]["value"], key
     np.testing.assert_allclose(entry["values"], result.diffs, rtol=1e-9, atol=1e-12)
+    return result
+
+
+def tuned_comparison(run: dict, key: str) -> PairedComparison:
+    """Recompute a comparison recorded by ``dltricks.book.record_tuned_comparison`` from its recorded grids.
+
+    Redoes each arm's choice on validation from the recorded validation and test grids (so a chapter cannot
+    report a configuration picked on test), checks that both arms had the same budget and seeds (through
+    :func:`dltricks.tuning.compare_tuned`), that the recorded choices and arms are those the grids give,
+    and that the recorded verdict is the recomputed one. Returns the comparison, whose verdict the claim
+    test then pins.
+    """
+    entry = run["results"][key]
+    arms = {}
+    for role in ("treatment", "baseline"):
+        grid = entry["tuning"][role]
+        arm = from_scores(
+            grid["name"], grid["configs"], grid["seeds"], grid["val"], grid["test"],
+            higher_is_better=entry["comparison"]["higher_is_better"],
+        )  # fmt: skip
+        assert [int(i) for i in arm.chosen] == grid["chosen"], (key, role)
+        np.testing.assert_allclose(entry["comparison"][role], arm.best_test, rtol=1e-12, atol=0, err_msg=key)
+        arms[role] = arm
+    settings = entry["comparison"]
+    result = compare_tuned(
+        arms["treatment"], arms["baseline"], n_test=settings["n_test"], confidence=settings["confidence"]
+    )
+    assert result.verdict == comparison(run, key).verdict, key
     return result

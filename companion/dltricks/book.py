@@ -282,6 +282,61 @@ def record_comparison(
     return result
 
 
+def record_tuned_comparison(
+    name: str,
+    treatment: Any,
+    baseline: Any,
+    fmt: str = "{:+.3g}",
+    *,
+    n_test: int | None = None,
+    confidence: float = 0.95,
+    glue: bool = True,
+) -> Any:
+    """Compare two arms tuned with the same budget (:func:`dltricks.tuning.compare_tuned`) and record it.
+
+    Records what :func:`record_comparison` records for the two arms' chosen test scores, and, in the JSON
+    entry of ``name`` under ``"tuning"``, each arm's configurations and its full validation and test grids,
+    so that a claim test can redo the choice on validation and the comparison. Two more glue keys say what
+    each arm chose: ``name + "_treatment_choice"`` and ``name + "_baseline_choice"`` (e.g.
+    ``"lr=0.003 in 2 of 3 seeds, lr=0.01 in 1"``).
+
+    Args:
+        name: the glue key of the differences.
+        treatment, baseline: :class:`~dltricks.tuning.TunedArm` s on the same seeds with the same budget.
+        fmt, n_test, confidence, glue: as in :func:`record_comparison`.
+
+    Returns:
+        The :class:`~dltricks.compare.PairedComparison`.
+
+    Raises:
+        RuntimeError: if no chapter is being recorded.
+        ValueError, TypeError: as :func:`~dltricks.tuning.compare_tuned`.
+    """
+    from dltricks.tuning import compare_tuned
+
+    if _current is None:
+        raise RuntimeError("no chapter is being recorded: call dltricks.book.start_chapter(...) first")
+    compare_tuned(treatment, baseline, n_test=n_test, confidence=confidence)  # refuses an unfair pair first
+    result = record_comparison(
+        name, treatment.best_test, baseline.best_test, fmt, higher_is_better=treatment.higher_is_better,
+        n_test=n_test, confidence=confidence, glue=glue,
+    )  # fmt: skip
+    _current.results[name]["tuning"] = {
+        role: {
+            "name": arm.name,
+            "configs": [dict(c) for c in arm.configs],
+            "seeds": list(arm.seeds),
+            "val": arm.val.tolist(),
+            "test": arm.test.tolist(),
+            "chosen": [int(i) for i in arm.chosen],
+        }
+        for role, arm in (("treatment", treatment), ("baseline", baseline))
+    }
+    _current.record(f"{name}_treatment_choice", treatment.describe_choice(), glue=glue)
+    _current.record(f"{name}_baseline_choice", baseline.describe_choice(), glue=glue)
+    return result
+
+
 def load_results(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a chapter's results JSON (as written by :class:`Chapter`)."""
     with open(path, encoding="utf-8") as fh:

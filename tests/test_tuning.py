@@ -1,0 +1,219 @@
+"""Equal-budget tuning on validation (dltricks.tuning) and its record for the claim tests."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from chapter_results import tuned_comparison
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from dltricks import book
+from dltricks.compare import compare_paired
+from dltricks.tuning import TunedArm, compare_tuned, from_scores, tune
+
+LRS = [{"lr": 1e-3}, {"lr": 3e-3}, {"lr": 1e-2}]
+
+
+def test_the_choice_is_made_on_validation_and_the_test_score_of_that_choice_is_reported():
+    # Config 2 has the best test score on every seed but the worst validation score: never chosen.
+    val = [[0.80, 0.81], [0.85, 0.79], [0.70, 0.70]]
+    test = [[0.60, 0.61], [0.62, 0.63], [0.99, 0.99]]
+    arm = from_scores("a", LRS, [0, 1], val, test)
+    assert arm.chosen.tolist() == [1, 0]
+    assert arm.best_val.tolist() == [0.85, 0.81]
+    assert arm.best_test.tolist() == [0.62, 0.61]
+    assert arm.chosen_configs() == [{"lr": 3e-3}, {"lr": 1e-3}]
+    assert arm.budget == 3
+
+
+def test_losses_choose_the_smallest_validation_score():
+    arm = from_scores("a", LRS, [0], [[0.3], [0.2], [0.4]], [[1.0], [2.0], [3.0]], higher_is_better=False)
+    assert arm.chosen.tolist() == [1] and arm.best_test.tolist() == [2.0]
+
+
+def test_ties_go_to_the_first_configuration_and_a_diverged_run_is_never_chosen():
+    val = [[np.nan, 0.5], [0.7, 0.5], [0.7, np.inf * 0]]  # inf * 0 is NaN
+    arm = from_scores("a", LRS, [3, 4], val, np.zeros((3, 2)))
+    assert arm.chosen.tolist() == [1, 0]
+    # +inf is not finite either: it is a diverged loss, not the best accuracy.
+    arm = from_scores("a", LRS[:2], [3], [[np.inf], [0.1]], [[0.0], [1.0]])
+    assert arm.chosen.tolist() == [1]
+
+
+def test_a_seed_on_which_every_run_diverged_is_refused_by_name():
+    with pytest.raises(ValueError, match=r"`val`.*'sgd'.*seed 8: all 2 runs diverged"):
+        from_scores("sgd", LRS[:2], [7, 8], [[0.5, np.nan], [0.6, np.nan]], np.zeros((2, 2)))
+
+
+def test_tune_runs_every_configuration_on_every_seed_once_and_agrees_with_from_scores():
+    calls = []
+
+    def train(config, seed):
+        calls.append((config["lr"], seed))
+        # A made-up response surface: the middle rate is best on validation, the last on test.
+        return 1.0 - abs(np.log10(config["lr"]) + 2.5) + 0.01 * seed, config["lr"] * 10 + seed
+
+    arm = tune("sgd", train, LRS, [5, 6])
+    assert sorted(calls) == sorted((c["lr"], s) for c in LRS for s in (5, 6))
+    assert len(calls) == 6
+    assert arm.chosen.tolist() == [1, 1]
+    np.testing.assert_allclose(arm.best_test, [3e-3 * 10 + 5, 3e-3 * 10 + 6])
+    again = from_scores("sgd", LRS, [5, 6], arm.val, arm.test)
+    assert again.chosen.tolist() == arm.chosen.tolist()
+    assert arm.describe_choice() == "lr=0.003 in 2 of 2 seeds"
+
+
+def test_tune_shows_a_progress_bar_when_asked(capsys):
+    tune("sgd", lambda c, s: (0.5, 0.5), LRS, [0, 1], progress=True)
+    assert "sgd" in capsys.readouterr().err
+
+
+def test_tune_keeps_going_past_a_diverged_configuration():
+    arm = tune("sgd", lambda c, s: (float("nan"), 0.1) if c["lr"] == 1e-2 else (c["lr"], 0.5), LRS, [0])
+    assert arm.chosen.tolist() == [1] and np.isnan(arm.val[2, 0])
+
+
+def test_describe_choice_lists_the_most_frequent_choice_first():
+    val = np.array([[0.9, 0.1, 0.1], [0.1, 0.9, 0.9], [0.0, 0.0, 0.0]])
+    arm = from_scores("a", LRS, [0, 1, 2], val, val)
+    assert arm.describe_choice() == "lr=0.003 in 2 of 3 seeds, lr=0.001 in 1"
+    named = from_scores("b", [{"T": 4, "alpha": 0.9}], [0, 1], [[1, 1]], [[1, 1]])
+    assert named.describe_choice() == "T=4, alpha=0.9 in 2 of 2 seeds"
+
+
+def test_compare_tuned_is_the_paired_comparison_of_the_chosen_test_scores():
+    rng = np.random.default_rng(0)
+    t = from_scores("t", LRS, [0, 1, 2, 3], rng.uniform(size=(3, 4)), rng.uniform(size=(3, 4)))
+    b = from_scores("b", LRS, [0, 1, 2, 3], rng.uniform(size=(3, 4)), rng.uniform(size=(3, 4)))
+    got = compare_tuned(t, b, n_test=500)
+    want = compare_paired(t.best_test, b.best_test, n_test=500)
+    assert got.verdict == want.verdict and got.margin == want.margin
+    np.testing.assert_array_equal(got.diffs, want.diffs)
+
+
+def test_an_arm_tuned_more_often_than_the_other_is_refused():
+    t = from_scores("distilled", LRS, [0, 1], np.ones((3, 2)), np.ones((3, 2)))
+    b = from_scores("alone", LRS[:1], [0, 1], np.ones((1, 2)), np.ones((1, 2)))
+    with pytest.raises(
+        ValueError, match=r"`baseline` must be given the treatment's tuning budget \(3 .*'alone' with 1"
+    ):
+        compare_tuned(t, b)
+
+
+def test_arms_on_other_seeds_or_in_other_directions_are_refused():
+    t = from_scores("t", LRS[:1], [0, 1], np.ones((1, 2)), np.ones((1, 2)))
+    with pytest.raises(ValueError, match=r"`baseline` must be tuned on the treatment's seeds \[0, 1\]"):
+        compare_tuned(t, from_scores("b", LRS[:1], [1, 0], np.ones((1, 2)), np.ones((1, 2))))
+    loss = from_scores("b", LRS[:1], [0, 1], np.ones((1, 2)), np.ones((1, 2)), higher_is_better=False)
+    with pytest.raises(ValueError, match="same direction"):
+        compare_tuned(t, loss)
+    with pytest.raises(TypeError, match="`treatment` must be a TunedArm"):
+        compare_tuned([0.5, 0.6], t)
+    with pytest.raises(TypeError, match="`baseline` must be a TunedArm"):
+        compare_tuned(t, [0.5, 0.6])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "pattern"),
+    [
+        ({"configs": []}, ValueError, "`configs` must be at least one configuration"),
+        ({"configs": {"lr": 1}}, TypeError, "`configs` must be a sequence of mappings"),
+        ({"configs": [{"lr": 1}, 0.1]}, TypeError, "`configs` must be a sequence of mappings"),
+        ({"seeds": []}, ValueError, "`seeds` must be a non-empty sequence"),
+        ({"seeds": 3}, TypeError, "`seeds` must be a non-empty sequence"),
+        ({"seeds": [1, 1]}, ValueError, r"`seeds` must be distinct seeds.*\[1, 1\]"),
+        ({"seeds": [1.0]}, TypeError, r"`seeds\[i\]` must be an integer"),
+        ({"val": [[0.5]]}, ValueError, r"`val` must be of shape \(1, 2\) \(configs, seeds\), not \(1, 1\)"),
+        ({"test": [["a", "b"]]}, TypeError, "`test` must be an array of numbers"),
+        ({"name": 3}, TypeError, "`name` must be a string"),
+        ({"higher_is_better": 1}, TypeError, "`higher_is_better` must be a bool"),
+    ],
+)
+def test_from_scores_rejects_bad_input_by_name(kwargs, error, pattern):
+    args = {"name": "a", "configs": [{"lr": 1}], "seeds": [0, 1], "val": [[0.5, 0.5]], "test": [[0.5, 0.5]]}
+    args |= kwargs
+    with pytest.raises(error, match=pattern):
+        name, configs, seeds = args.pop("name"), args.pop("configs"), args.pop("seeds")
+        from_scores(name, configs, seeds, args.pop("val"), args.pop("test"), **args)
+
+
+@pytest.mark.parametrize(
+    ("train", "pattern"),
+    [
+        (lambda c, s: 0.5, r"`train` must be a callable returning a tuple"),
+        (lambda c, s: (0.5, 0.5, 0.5), r"`train` must be a callable returning a tuple"),
+        (lambda c, s: ("high", 0.5), r"`train\(...\)\[0\]` must be a number"),
+        (lambda c, s: (0.5, True), r"`train\(...\)\[1\]` must be a number"),
+    ],
+)
+def test_tune_rejects_a_train_function_that_does_not_return_two_scores(train, pattern):
+    with pytest.raises(TypeError, match=pattern):
+        tune("a", train, LRS, [0])
+
+
+def test_tune_rejects_a_train_that_is_not_callable():
+    with pytest.raises(TypeError, match="`train` must be a callable"):
+        tune("a", "fit", LRS, [0])
+
+
+def test_the_scores_of_an_arm_cannot_be_changed_after_the_choice():
+    arm = from_scores("a", LRS, [0], [[0.1], [0.2], [0.3]], [[0.1], [0.2], [0.3]])
+    with pytest.raises(ValueError, match="read-only"):
+        arm.val[0, 0] = 1.0
+    assert isinstance(arm, TunedArm)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    val=arrays(float, (4, 3), elements=st.floats(0, 1, allow_nan=False, width=32), unique=True),
+    perm=st.permutations(range(4)),
+)
+def test_the_chosen_configuration_does_not_depend_on_the_grids_order(val, perm):
+    test = val[::-1].copy()
+    arm = from_scores("a", [{"i": i} for i in range(4)], [0, 1, 2], val, test)
+    shuffled = from_scores("a", [{"i": i} for i in perm], [0, 1, 2], val[list(perm)], test[list(perm)])
+    assert [c["i"] for c in arm.chosen_configs()] == [c["i"] for c in shuffled.chosen_configs()]
+    np.testing.assert_array_equal(arm.best_val, val.max(axis=0))
+    np.testing.assert_array_equal(arm.best_test, shuffled.best_test)
+
+
+def test_the_record_lets_a_claim_test_redo_the_choice_and_catches_one_made_on_test(tmp_path, monkeypatch):
+    monkeypatch.setattr(book, "_current", None)
+    chapter = book.start_chapter(
+        "tuned", profile="quick", device="cpu", seeds=[0, 1, 2], results_dir=tmp_path
+    )
+    rng = np.random.default_rng(1)
+    t = from_scores("t", LRS, [0, 1, 2], rng.uniform(size=(3, 3)), 0.8 + 0.01 * rng.uniform(size=(3, 3)))
+    b = from_scores("b", LRS, [0, 1, 2], rng.uniform(size=(3, 3)), 0.7 + 0.01 * rng.uniform(size=(3, 3)))
+    result = book.record_tuned_comparison("fair", t, b, "{:+.1%}", n_test=10_000, glue=False)
+    run = json.loads(chapter.path.read_text())
+    assert run["results"]["fair_treatment_choice"]["value"] == t.describe_choice()
+    assert run["results"]["fair_verdict"]["value"] == result.verdict == "helps"
+    assert tuned_comparison(run, "fair").verdict == "helps"
+
+    # A chapter that reported the test-best configuration instead of the validation-best one is caught.
+    picked_on_test = json.loads(chapter.path.read_text())
+    best_on_test = np.asarray(t.test).max(axis=0)
+    assert not np.array_equal(best_on_test, t.best_test)  # these grids do tell the two choices apart
+    picked_on_test["results"]["fair"]["comparison"]["treatment"] = best_on_test.tolist()
+    with pytest.raises(AssertionError):
+        tuned_comparison(picked_on_test, "fair")
+    tampered = json.loads(chapter.path.read_text())
+    tampered["results"]["fair"]["tuning"]["treatment"]["chosen"] = [0, 0, 0]
+    tampered["results"]["fair"]["tuning"]["treatment"]["val"] = [[0.0] * 3, [1.0] * 3, [0.0] * 3]
+    with pytest.raises(AssertionError):
+        tuned_comparison(tampered, "fair")
+
+
+def test_record_tuned_comparison_refuses_an_unfair_pair_before_recording(tmp_path, monkeypatch):
+    monkeypatch.setattr(book, "_current", None)
+    chapter = book.start_chapter("unfair", profile="quick", device="cpu", seeds=[0, 1], results_dir=tmp_path)
+    t = from_scores("t", LRS, [0, 1], np.ones((3, 2)), np.ones((3, 2)))
+    b = from_scores("b", LRS[:1], [0, 1], np.ones((1, 2)), np.ones((1, 2)))
+    with pytest.raises(ValueError, match="tuning budget"):
+        book.record_tuned_comparison("unfair", t, b, glue=False)
+    assert "unfair" not in chapter.results
