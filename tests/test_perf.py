@@ -193,6 +193,70 @@ def test_float16_uses_a_gradient_scaler_that_skips_an_overflowing_step():
     assert amp.scaler.get_scale() == scale / 2  # and the scale halved
 
 
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_a_batch_with_a_nan_leaves_the_weights_and_the_step_is_reported_skipped(dtype):
+    # Before: bfloat16 has no scaler, so the NaN of the batch reached every weight; and neither type said
+    # that the step had been skipped, so a schedule stepped after it counted an update that never happened.
+    model, x, y = _problem()
+    amp = MixedPrecision(dtype, device="cpu")
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    amp.step(model, opt, x[:8], y[:8])
+    assert amp.last_skipped is False and (amp.steps, amp.skipped) == (1, 0)
+    before = copy.deepcopy(model.state_dict())
+    bad = x[:8].clone()
+    bad[3, 5] = math.nan
+    amp.step(model, opt, bad, y[:8])
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert amp.last_skipped is True and (amp.steps, amp.skipped) == (2, 1)
+    assert all(p.grad is None for p in model.parameters())  # the NaN gradients are dropped
+    amp.step(model, opt, x[8:16], y[8:16])
+    assert amp.last_skipped is False and all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_before_step_clips_the_unscaled_gradients():
+    # PyTorch's AMP recipe: unscale_ before clip_grad_norm_. The float16 step with clipping gives the
+    # float32 step with the same clipping (the scaler's S = 65536 would otherwise make every norm S times
+    # too large, and the clipped step S times too small).
+    model, x, y = _problem()
+    ref = copy.deepcopy(model)
+    norms = {}
+
+    def clip(m, key):
+        return lambda: norms.setdefault(key, nn.utils.clip_grad_norm_(m.parameters(), 0.01).item())
+
+    amp16 = MixedPrecision("float16", device="cpu")
+    assert amp16.scaler.get_scale() > 1
+    amp16.step(model, torch.optim.SGD(model.parameters(), lr=1.0), x, y, before_step=clip(model, "f16"))
+    MixedPrecision(enabled=False).step(ref, torch.optim.SGD(ref.parameters(), lr=1.0), x, y,
+                                       before_step=clip(ref, "f32"))  # fmt: skip
+    assert norms["f16"] == pytest.approx(norms["f32"], rel=1e-2)  # the true norm, not S times it
+    for p, q in zip(model.parameters(), ref.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-2, atol=1e-4)
+
+
+def test_before_step_does_not_run_for_a_skipped_step():
+    model, x, y = _problem()
+    calls = []
+    amp = MixedPrecision("bfloat16", device="cpu")
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    amp.step(model, opt, x[:8], y[:8], loss_fn=lambda out, t: out.sum() * math.inf,
+             before_step=lambda: calls.append(1))  # fmt: skip
+    assert calls == [] and amp.last_skipped
+
+
+def test_autocast_keeps_only_its_float32_list_in_float32_on_the_cpu():
+    # What the module docstring says: losses on autocast's float32 list are float32, but softmax,
+    # log_softmax and sums of bfloat16 logits stay bfloat16 on the CPU (a hand-made loss must cast first).
+    x = torch.randn(4, 10)
+    with MixedPrecision("bfloat16", device="cpu").autocast():
+        logits = nn.Linear(10, 5)(x)
+        assert logits.dtype == torch.bfloat16
+        assert nn.functional.cross_entropy(logits, torch.zeros(4, dtype=torch.long)).dtype == torch.float32
+        assert torch.log_softmax(logits, 1).dtype == torch.bfloat16
+        assert logits.sum().dtype == torch.bfloat16
+        assert torch.log_softmax(logits.float(), 1).dtype == torch.float32
+
+
 def test_autocast_model_trains_in_fit_with_bfloat16():
     model, x, y = _problem()
     wrapped = AutocastModel(copy.deepcopy(model))
@@ -272,6 +336,7 @@ def _fn():
 
 
 X2, Y4 = torch.zeros(4, 2), torch.zeros(4)
+LIN = nn.Linear(2, 2)
 # (call, error, pattern): every message names the argument and what it received.
 # fmt: off
 BAD_INPUTS = [
@@ -295,6 +360,8 @@ BAD_INPUTS = [
     (lambda: pad_linear(nn.Linear(2, 2), multiple=0), ValueError, r"`multiple` must be an integer >= 1"),
     (lambda: MixedPrecision("float32"), ValueError, r"`dtype` must be 'bfloat16'.*='float32'"),
     (lambda: MixedPrecision(device="mps"), ValueError, r"`device` must be a CPU or CUDA.*='mps'"),
+    (lambda: MixedPrecision().step(LIN, torch.optim.SGD(LIN.parameters()), X2, Y4, before_step=1), TypeError,
+     r"`before_step` must be None or a callable"),
     (lambda: AutocastModel(nn.Linear(2, 2), dtype="float16"), ValueError, r"`dtype` must be bfloat16 here"),
     (lambda: AutocastModel("net"), TypeError, r"`model` must be a torch.nn.Module. Received: model='net'"),
     (lambda: to_channels_last(nn.Linear(2, 2), torch.zeros(2, 3)), ValueError, r"`inputs\[0\]` must be 4-D"),

@@ -521,6 +521,35 @@ def test_schedule_per_epoch_is_a_torch_scheduler_stepped_per_epoch():
     assert probe.lrs == probe2.lrs == [0.1] * 8 + [0.05] * 8 + [0.025] * 8
 
 
+def nan_at(*calls):
+    """Cross-entropy that is NaN at the given (1-based) calls: those steps are skipped by fit."""
+    count = [0]
+
+    def loss_fn(out, y):
+        count[0] += 1
+        loss = torch.nn.functional.cross_entropy(out, y)
+        return loss * math.nan if count[0] in calls else loss
+
+    return loss_fn
+
+
+def test_a_skipped_step_does_not_advance_the_schedule():
+    # Before: the schedule counted fit's steps, skipped ones included, so after a skipped batch every update
+    # ran at the next update's rate. Now it follows the updates taken, as a torch scheduler stepped only after
+    # a real update (fit runs on_step_end only for those) does, bit for bit.
+    fn = functools.partial(exponential_decay, lr0=0.1, decay_steps=4, decay_rate=0.5)
+    kw = {"epochs": 2, "nonfinite": "skip"}
+    m1, (sched, probe), h1 = train(lambda o: [Schedule(fn), Probe()], loss_fn=nan_at(3, 10), **kw)
+    m2, (_, probe2), h2 = train(lambda o: [TorchScheduler(S.ExponentialLR(o, 0.5 ** (1 / 4))), Probe()],
+                                loss_fn=nan_at(3, 10), **kw)  # fmt: skip
+    assert h1["skipped"] == h2["skipped"] == [1, 1]
+    assert sched.lrs == [fn(k) for k in range(14)]
+    assert probe.lrs == sched.lrs
+    torch.testing.assert_close(probe2.lrs, probe.lrs, rtol=1e-12, atol=0)
+    for p, q in zip(m1.parameters(), m2.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
+
+
 def test_the_rate_comes_from_the_counter_even_if_something_else_changes_it():
     class Meddle(Callback):
         def on_step_end(self, state):

@@ -1,7 +1,13 @@
 r"""Mixed precision (autocast with bfloat16 or float16, a gradient scaler for float16) and channels-last.
 
-Automatic mixed precision runs the operations that tolerate it (matrix multiplications, convolutions) in a
-16-bit type and keeps the rest (reductions, softmax, losses) and the weights in float32. The two types:
+Automatic mixed precision runs the operations on autocast's lower-precision list (matrix multiplications,
+convolutions) in a 16-bit type and keeps the weights, their gradients and the optimizer state in float32.
+Operations on autocast's float32 list (on the CPU, among others, ``cross_entropy``, ``nll_loss``,
+``mse_loss``) run in float32; every other operation runs in the dtype of its inputs, so on the CPU a
+``softmax``, ``log_softmax`` or ``sum`` of bfloat16 logits computes in bfloat16 (about 3 significant
+digits). A loss written by hand from such operations is therefore not float32 under autocast: cast the
+logits with ``.float()`` first (``tests/test_perf.py`` checks these dtypes on the installed torch). The
+two types:
 
 * **bfloat16** keeps float32's 8 exponent bits (same range) with 8 bits of mantissa (about 3 significant
   digits): gradients do not underflow, so no scaling is needed. Supported on recent CPUs (AVX-512 BF16,
@@ -10,6 +16,9 @@ Automatic mixed precision runs the operations that tolerate it (matrix multiplic
   is multiplied by a scale :math:`S` before ``backward`` and the gradients divided by :math:`S` before the
   step; ``torch.amp.GradScaler`` picks :math:`S` dynamically, skipping a step whose gradients overflowed
   and halving :math:`S` (Micikevicius et al., 2018, sec. 3.2).
+
+:meth:`MixedPrecision.step` skips a non-finite step with either type (bfloat16 has no scaler to do it) and
+says so (:attr:`MixedPrecision.last_skipped`), so that a schedule can count only the updates taken.
 
 Channels-last (NHWC) stores an image batch pixel by pixel with its channels adjacent, the layout
 convolution kernels on Tensor Cores (and oneDNN on CPUs) prefer; :func:`to_channels_last` converts a
@@ -32,6 +41,7 @@ import torch
 from torch import nn
 
 from dltricks._checks import check_type, fail
+from dltricks.nonfinite import gradients, loss_and_finite, optimizer_params
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -69,10 +79,22 @@ class MixedPrecision:
     ``float16`` uses a ``torch.amp.GradScaler``; ``bfloat16`` needs none (the scaler is then disabled and
     every call on it is a no-op). The weights, their gradients and the optimizer state stay float32.
 
+    A step whose loss or a gradient is NaN or infinite is skipped with either type: float16's scaler skips
+    it (and halves its scale), and bfloat16, which has no scaler, is guarded by the same check
+    (:func:`dltricks.nonfinite.loss_and_finite`), so a NaN in a batch never reaches the weights. Whether the
+    latest step was taken is :attr:`last_skipped`; step a schedule only when it is ``False`` (the updates
+    taken are :attr:`steps` minus :attr:`skipped`).
+
     Args:
         dtype: ``"bfloat16"`` (default) or ``"float16"`` (or the torch dtypes).
         device: the device type the model runs on (``"cpu"`` or ``"cuda"``, or a ``torch.device``).
-        enabled: ``False`` turns autocast and scaling off (a float32 step, for comparisons).
+        enabled: ``False`` turns autocast and scaling off (a float32 step, for comparisons; non-finite
+            steps are skipped all the same).
+
+    Attributes:
+        scaler: the ``torch.amp.GradScaler`` (disabled unless float16); save its ``state_dict`` with the run.
+        last_skipped: whether the latest :meth:`step` was skipped (``False`` before any).
+        steps: calls of :meth:`step`; ``skipped``: those skipped for a non-finite loss or gradient.
 
     Raises:
         TypeError: for a ``device`` of the wrong type.
@@ -81,8 +103,11 @@ class MixedPrecision:
     Example::
 
         amp = MixedPrecision("bfloat16", device="cpu")
+        clip = lambda: torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         for x, y in batches:
-            loss = amp.step(model, optimizer, x, y)  # a 0-d tensor: read it when you need it
+            loss = amp.step(model, optimizer, x, y, before_step=clip)  # clips the unscaled gradients
+            if not amp.last_skipped:
+                scheduler.step()  # only after an update that happened
     """
 
     def __init__(
@@ -98,6 +123,8 @@ class MixedPrecision:
         self.scaler = torch.amp.GradScaler(
             self.device_type, enabled=self.enabled and self.dtype == torch.float16
         )
+        self.last_skipped = False
+        self.steps = self.skipped = 0
 
     def autocast(self) -> AbstractContextManager[Any]:
         """The ``torch.autocast`` context of this device type and dtype (a no-op when not enabled)."""
@@ -110,24 +137,51 @@ class MixedPrecision:
         x: torch.Tensor,
         y: torch.Tensor,
         loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = nn.functional.cross_entropy,
+        before_step: Callable[[], object] | None = None,
     ) -> torch.Tensor:
         """One step on the batch ``(x, y)``; returns the loss as a detached float32 0-d tensor.
 
-        Never reads a value on the host: the scaler's overflow check stays on the device, and with
-        ``float16`` a step whose gradients overflowed is skipped by ``scaler.step``.
+        The order is that of PyTorch's AMP examples ("Gradient clipping"): backward on the scaled loss,
+        ``scaler.unscale_(optimizer)``, then ``before_step()`` sees the true gradients (clip them there:
+        a threshold applied to scaled gradients would be :math:`S` times too small), then the optimizer
+        step. A step whose loss or a gradient is not finite is skipped (its gradients are dropped, and
+        ``before_step`` does not run) and :attr:`last_skipped` says so.
+
+        Host synchronization: one per step, which reads the loss and the finite flag together (for
+        float16 ``scaler.step`` reads its own overflow flag too, unless the optimizer is fused). A loop
+        that must never wait for the device uses ``fit(sync_every=k)`` with a fused optimizer instead.
+
+        Args:
+            model, optimizer, x, y: the network, its optimizer and one batch.
+            loss_fn: ``loss_fn(output, y)``, computed under autocast.
+            before_step: optional ``before_step()``, called after unscaling and before the optimizer step
+                when the step is finite, e.g. ``lambda: clip_grad_norm_(model.parameters(), 1.0)``.
 
         Raises:
-            TypeError: for a ``model`` or ``optimizer`` of the wrong type.
+            TypeError: for a ``model``, ``optimizer`` or ``before_step`` of the wrong type.
         """
         check_type("model", model, nn.Module, "a torch.nn.Module")
         check_type("optimizer", optimizer, torch.optim.Optimizer, "a torch.optim.Optimizer")
+        if before_step is not None and not callable(before_step):
+            fail("before_step", "None or a callable before_step()", before_step, TypeError)
         optimizer.zero_grad(set_to_none=True)
         with self.autocast():
             loss = loss_fn(model(x), y)
         # backward runs outside autocast: each op's backward uses the dtype its forward used.
         self.scaler.scale(loss).backward()
-        self.scaler.step(optimizer)  # unscales first; skips the step if a gradient is inf/NaN (float16)
-        self.scaler.update()
+        self.scaler.unscale_(optimizer)  # the true gradients from here on (a no-op without a scaler)
+        # GradScaler skips float16 overflows but bfloat16 has no scaler: one check guards both types.
+        _, finite = loss_and_finite(loss, gradients(optimizer_params(optimizer)))
+        self.steps += 1
+        self.last_skipped = not finite
+        if finite:
+            if before_step is not None:
+                before_step()  # clipping goes here: after unscale_, before the step
+            self.scaler.step(optimizer)  # does not unscale again; skips if its own flag is set
+        else:
+            self.skipped += 1
+            optimizer.zero_grad(set_to_none=True)  # the non-finite gradients never outlive the step
+        self.scaler.update()  # halves the scale after a float16 overflow (its flag came from unscale_)
         return loss.detach().float()
 
 

@@ -33,7 +33,8 @@ def _set_momentum(optimizer: torch.optim.Optimizer, momentum: float) -> None:
 class Schedule(Callback):
     """Set the learning rate of every parameter group from ``fn(step)`` (or ``fn(epoch)``) during ``fit``.
 
-    ``fn`` maps the number of updates already taken (``per="step"``) or of epochs completed
+    ``fn`` maps the number of updates already taken (``per="step"``: ``state.step - state.skipped``, the
+    training steps less those skipped for a non-finite loss or gradient) or of epochs completed
     (``per="epoch"``) to an absolute rate, e.g. ``functools.partial(one_cycle, max_lr=0.1,
     total_steps=epochs * len(train))``. The rate of the update at counter ``k`` is ``fn(k)``, exactly what
     a torch scheduler stepped after every update (or epoch) gives. All parameter groups get the same rate;
@@ -43,7 +44,12 @@ class Schedule(Callback):
     each update or epoch (so the optimizer holds the next rate between steps, as a checkpoint saves it),
     and once more just before each update from the counter itself (``on_before_step``). The last one
     makes the schedule a pure function of ``fit``'s counters: a run resumed from a checkpoint (which
-    restores them) continues the schedule exactly, and a batch skipped for a non-finite loss still counts.
+    restores them) continues the schedule exactly. A batch skipped for a non-finite loss is not an update
+    and does not advance the schedule, as a torch scheduler stepped only after an update taken (with
+    ``fit(nonfinite="skip")``; ``MixedPrecision.last_skipped`` says the same in a loop of one's own). Under
+    ``fit(sync_every=k)`` the device skips such a step and the host learns of it at the next read (every
+    ``k`` steps): between reads the counter runs ahead by the steps skipped since the last one, and is
+    exact again from the read on.
 
     Args:
         fn: ``fn(counter) -> lr``, a finite rate >= 0.
@@ -53,7 +59,7 @@ class Schedule(Callback):
         record: keep the rates (and momenta) used in :attr:`lrs` (:attr:`momenta`).
 
     Attributes:
-        lrs: with ``record``, the rate of every update (``per="step"``) or every epoch (``per="epoch"``)
+        lrs: with ``record``, the rate of every update taken (``per="step"``) or every epoch (``per="epoch"``)
             run in the latest ``fit`` (after a resume: from the resumed counter on).
         momenta: the same for the momentum, when ``momentum`` is given.
 
@@ -101,11 +107,12 @@ class Schedule(Callback):
                 "momentum", "None for an optimizer without momentum or betas", type(state.optimizer).__name__
             )
         self.lrs, self.momenta, self._recorded = [], [], None
-        self._apply(state, state.step if self.per == "step" else state.epoch)
+        self._apply(state, state.step - state.skipped if self.per == "step" else state.epoch)
 
     def on_before_step(self, state: TrainState) -> None:
-        # fit has already counted the step in progress: it is update number state.step - 1 from zero.
-        counter = state.step - 1 if self.per == "step" else state.epoch
+        # fit has already counted the step in progress, and the skipped ones are no updates: this one is
+        # update number state.step - 1 - state.skipped from zero.
+        counter = state.step - 1 - state.skipped if self.per == "step" else state.epoch
         lr, momentum = self._apply(state, counter)
         if self.record and counter != self._recorded:
             self._recorded = counter
@@ -115,7 +122,7 @@ class Schedule(Callback):
 
     def on_step_end(self, state: TrainState) -> None:
         if self.per == "step":
-            self._apply(state, state.step)
+            self._apply(state, state.step - state.skipped)
 
     def on_epoch_end(self, state: TrainState) -> None:
         if self.per == "epoch":
