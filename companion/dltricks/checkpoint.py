@@ -36,6 +36,7 @@ from dltricks.checkpoint_file import (
     save_checkpoint,
 )
 from dltricks.checkpoint_lock import DirectoryLock, process_alive
+from dltricks.distributed.ranks import is_main
 from dltricks.repro import rng_state, set_rng_state
 
 __all__ = [
@@ -226,13 +227,15 @@ class Checkpoint(Callback):
                 "Checkpoint(scheduler=None) would not save it and a resumed run would restart its "
                 "schedule: pass Checkpoint(..., scheduler=that_scheduler)"
             )
+        if not is_main():  # under torchrun only rank 0 writes (dltricks.distributed.fitting)
+            return
         self._lock.acquire()  # one writer per directory, until fit returns or raises (on_train_exit)
         for tmp in self.directory.glob(".ckpt-*.tmp"):  # torn writes of a killed run
             if not process_alive(_tmp_pid(tmp)):  # never one a live process is still writing
                 tmp.unlink(missing_ok=True)
 
     def on_train_exit(self, state: TrainState) -> None:
-        self._lock.release()
+        self._lock.release()  # a no-op on ranks that never took it
 
     def on_step_end(self, state: TrainState) -> None:
         if self.every_steps is not None and state.step % self.every_steps == 0:
@@ -248,6 +251,8 @@ class Checkpoint(Callback):
         Raises:
             CheckpointError: when ``directory`` holds checkpoints of a later step (another run's).
         """
+        if not is_main():  # another rank: rank 0 writes the same state (its counters are all-reduced)
+            return self.directory / checkpoint_name(state.step)
         later = [p.name for p in list_checkpoints(self.directory) if _step(p) > state.step]
         if later:
             raise CheckpointError(

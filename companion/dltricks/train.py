@@ -20,8 +20,9 @@ from tqdm.std import tqdm
 
 from dltricks._checks import check_choice, check_int, check_type
 from dltricks.callbacks import Batch, Callback, History, Metric, TrainState
-from dltricks.checkpoint import CheckpointError, resume
+from dltricks.checkpoint import CheckpointError
 from dltricks.device import resolve_device
+from dltricks.distributed import fitting, ranks
 from dltricks.nonfinite import (
     DeviceSums,
     finite_flag,
@@ -190,6 +191,9 @@ def fit(
     if progress is None:
         progress = os.environ.get("DLTRICKS_PROGRESS", "1") not in ("0", "false", "False", "")
     model.to(dev)
+    # Under torchrun: DDP, this rank's shard of `train`, one progress bar (dltricks.distributed.fitting).
+    model, net, train = fitting.prepare(model, train, dev)
+    progress = progress and ranks.is_main()
     history = History()
     state = TrainState(model, optimizer, history, train=train, callbacks=callbacks)
     try:
@@ -197,14 +201,14 @@ def fit(
             cb.on_train_begin(state)
         if resume_from is not None:
             # After on_train_begin, which resets callbacks (EarlyStopping) that the checkpoint then restores.
-            resumed = resume(state, resume_from)
+            resumed = fitting.resume(state, resume_from)  # every rank from the one rank 0 picks
             if resumed is not None and state.epoch > epochs:
                 raise CheckpointError(
                     f"{resumed} holds {state.epoch} completed epochs, more than epochs={epochs}: this call "
                     f"would return the longer run. Pass epochs >= {state.epoch}, or use an empty directory"
                 )
         _train(state, epochs, loss_fn, penalty, val, metrics, eval_train, eval_every, dev, progress,
-               nonfinite, max_skipped, sync_every)  # fmt: skip
+               nonfinite, max_skipped, sync_every, net)  # fmt: skip
         for cb in callbacks:
             cb.on_train_end(state)
     finally:
@@ -228,11 +232,14 @@ def _train(
     nonfinite: str,
     max_skipped: int,
     sync_every: int,
+    net: nn.Module | None = None,
 ) -> None:
     """The epochs of :func:`fit`, from ``state.epoch`` to ``epochs``."""
     model, optimizer, train, callbacks = state.model, state.optimizer, state.train, state.callbacks
     assert train is not None
     params = optimizer_params(optimizer)
+    measure = fitting.evaluate  # evaluate, split over the ranks under torchrun
+    forward = model if net is None else net  # through DDP when there are several ranks
     # Optional hook: callbacks written before it existed (or not subclassing Callback) may lack it.
     before_step = [cb.on_before_step for cb in callbacks if hasattr(cb, "on_before_step")]
     bar = tqdm(total=epochs, initial=state.epoch, desc="epochs", unit="ep", disable=not progress, leave=False)
@@ -247,16 +254,17 @@ def _train(
         start = time.perf_counter()
         model.train()
         # A loader resumed mid-epoch yields only the batches the checkpointed run had not used yet.
+        fitting.set_epoch(train, epoch)  # a DistributedSampler's order of this epoch
         for x, y in train:
             x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-            loss = loss_fn(model(x), y)
+            loss = loss_fn(forward(x), y)
             if penalty is not None:
                 loss = loss + penalty(model)
             state.step, state.batch = state.step + 1, state.batch + 1
             optimizer.zero_grad(set_to_none=True)  # None, not zeros: cheaper, and unused params stay None
             loss.backward()
             if deferred:  # no host sync: the device skips a non-finite step; the host reads every k steps
-                _deferred_step(state, loss, y.shape[0], params, before_step, sums)
+                _deferred_step(state, ranks.mean_over_ranks(loss), y.shape[0], params, before_step, sums)
                 if state.step % sync_every == 0:
                     state.sync()
                 if first_bad:
@@ -265,7 +273,8 @@ def _train(
             # The one host sync of a step: the loss and a device-side "loss and every gradient finite" flag
             # come over together (dltricks.nonfinite), so a NaN or inf, in the loss or only in a gradient,
             # never reaches the weights, and checking the gradients adds no sync.
-            value, finite = loss_and_finite(loss, gradients(params))
+            # Several ranks: the global batch's loss (one scalar all-reduce), so all log and decide alike.
+            value, finite = loss_and_finite(ranks.mean_over_ranks(loss), gradients(params))
             if not finite:
                 _nonfinite_step(state, value, nonfinite, max_skipped)
                 continue
@@ -289,10 +298,10 @@ def _train(
             # Loaders that offer in_order() (TensorBatches, Augmented) give the clean, unshuffled data: no
             # augmentation in the measurement, and a shuffling loader's per-epoch permutations stay untouched.
             ordered = train.in_order() if hasattr(train, "in_order") else train
-            record |= {f"train_{k}": v for k, v in evaluate(model, ordered, loss_fn, metrics, dev).items()}
+            record |= {f"train_{k}": v for k, v in measure(model, ordered, loss_fn, metrics, dev).items()}
         if val is not None and evaluate_now:
-            record |= {f"val_{k}": v for k, v in evaluate(model, val, loss_fn, metrics, dev).items()}
-        record["seconds"] = time.perf_counter() - start
+            record |= {f"val_{k}": v for k, v in measure(model, val, loss_fn, metrics, dev).items()}
+        record["seconds"] = ranks.slowest(time.perf_counter() - start)  # the same on every rank
         state.history.append(record)
         state.end_epoch()
         bar.update(1)

@@ -7,6 +7,11 @@
 * :mod:`dltricks.distributed.data_parallel`: the from-scratch version (:func:`broadcast_parameters`,
   :func:`average_gradients`, :func:`data_parallel_step`) and :func:`train_data_parallel`, a worker that
   trains with it or with ``DistributedDataParallel``.
+* :mod:`dltricks.distributed.ranks`: under ``torchrun``, :func:`init_from_env` joins the process group the
+  environment describes; :func:`rank_and_world`, :func:`is_main` (the rank that writes files).
+* :mod:`dltricks.distributed.sharded_batches`: :class:`ShardedBatches`, a rank's share of global batches.
+* :mod:`dltricks.distributed.fitting`: what ``dltricks.train.fit`` does in several processes (DDP, sharding,
+  all-reduced metrics, rank 0 writes, every rank resumes from one checkpoint).
 * :mod:`dltricks.distributed.cost`: the ring all-reduce's bytes (:func:`ring_allreduce_bytes`), a predicted
   step time for N ranks (:func:`predicted_step_seconds`), :func:`scaling_efficiency`.
 """
@@ -24,17 +29,23 @@ from dltricks.distributed.data_parallel import (
     train_data_parallel,
 )
 from dltricks.distributed.launcher import WorkerError, free_port, launch
+from dltricks.distributed.ranks import init_from_env, is_main, rank_and_world
+from dltricks.distributed.sharded_batches import ShardedBatches
 from dltricks.distributed.sharding import shard_indices
 
 __all__ = [
+    "ShardedBatches",
     "WorkerError",
     "average_gradients",
     "broadcast_parameters",
     "data_parallel_step",
     "free_port",
     "gradient_bytes",
+    "init_from_env",
+    "is_main",
     "launch",
     "predicted_step_seconds",
+    "rank_and_world",
     "ring_allreduce_bytes",
     "scaling_efficiency",
     "shard_indices",
