@@ -96,6 +96,36 @@ def test_skip_gives_the_weights_and_counts_of_the_per_step_read(name):
         ]
 
 
+@pytest.mark.parametrize("dampening", [0.0, 0.5])
+def test_a_skipped_first_step_leaves_fused_momentum_sgd_exact(dampening):
+    # Before: fused SGD creates its momentum buffers with empty_like on its first step; skipped on the
+    # device, they kept uninitialised memory and every later step was garbage (weights of 1e17 or NaN).
+    # Now the host reads the flag for such a first step (torch.optim.SGD then makes the buffers itself).
+    def make(p):
+        return torch.optim.SGD(p, lr=0.1, momentum=0.9, dampening=dampening, fused=True)
+
+    data = batches(bad_loss={0, 5})  # the very first step is non-finite
+    ref_model, ref_opt, ref = run(1, make, data, nonfinite="skip")
+    model, opt, history = run(4, make, data, nonfinite="skip")
+    assert history["skipped"] == ref["skipped"] == [2, 2, 2]
+    assert same_weights(model, ref_model)
+    for p, q in zip(opt.state.values(), ref_opt.state.values()):
+        assert torch.equal(p["momentum_buffer"], q["momentum_buffer"])
+
+
+def test_the_first_step_of_fused_momentum_sgd_is_read_on_the_host_and_only_it():
+    model = SqrtAtZero()
+    sgd = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, fused=True)
+    assert not nonfinite.first_step_pending(sgd)  # no gradient yet: nothing to step
+    model(torch.ones(2, 2)).sum().backward()
+    assert nonfinite.first_step_pending(sgd)
+    sgd.step()
+    assert not nonfinite.first_step_pending(sgd)
+    plain = torch.optim.SGD(model.parameters(), lr=0.1, fused=True)  # no momentum: no buffers
+    adam = torch.optim.Adam(model.parameters(), lr=0.1, fused=True)  # zeroed state, step undone on a skip
+    assert not nonfinite.first_step_pending(plain) and not nonfinite.first_step_pending(adam)
+
+
 def test_skip_raises_once_more_than_max_skipped():
     with pytest.raises(FloatingPointError, match=r"4 non-finite steps skipped, more than max_skipped=3"):
         run(4, data=batches(bad_grad={0, 2, 5, 8}), nonfinite="skip", max_skipped=3)

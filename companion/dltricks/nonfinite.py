@@ -118,6 +118,26 @@ def skips_on_device(optimizer: torch.optim.Optimizer) -> bool:
     return bool(getattr(optimizer, "_step_supports_amp_scaling", False))
 
 
+def first_step_pending(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether a device-side skip of the next step would leave ``optimizer``'s state uninitialised.
+
+    Fused ``torch.optim.SGD`` with momentum creates its momentum buffers on its first step with
+    ``torch.empty_like`` and lets the kernel fill them; when that first step is skipped on the device
+    (``found_inf`` set), the buffers keep whatever the memory held, the next step counts as a later one and
+    the weights become garbage or NaN. ``fit(sync_every=k)`` therefore reads the finite flag on the host
+    for the steps where this is true: until a momentum group's buffers exist (one host sync a step, usually
+    only the first). Other fused optimizers (Adam, AdamW, Adagrad) create zeroed state before the kernel
+    and undo their step count on a skip, so they never need it.
+    """
+    for group in optimizer.param_groups:
+        if not group.get("momentum"):
+            continue
+        for p in group["params"]:
+            if p.grad is not None and optimizer.state.get(p, {}).get("momentum_buffer") is None:
+                return True
+    return False
+
+
 class Window(NamedTuple):
     """What :meth:`DeviceSums.read` returns: the steps since the previous read."""
 

@@ -26,6 +26,7 @@ from dltricks.distributed import fitting, ranks
 from dltricks.nonfinite import (
     DeviceSums,
     finite_flag,
+    first_step_pending,
     gradients,
     loss_and_finite,
     optimizer_params,
@@ -149,7 +150,9 @@ def fit(
             running loss and the non-finite check stay on the device, and the optimizer skips a
             non-finite step there, as ``torch.amp.GradScaler`` makes it, so no non-finite value reaches
             the weights. That needs an optimizer that can skip on the device: a fused ``torch.optim``
-            optimizer (``SGD``, ``Adam``, ``AdamW``, ``Adagrad`` with ``fused=True``). What changes with
+            optimizer (``SGD``, ``Adam``, ``AdamW``, ``Adagrad`` with ``fused=True``; fused SGD with
+            momentum reads the flag of its first step on the host, see
+            :func:`dltricks.nonfinite.first_step_pending`). What changes with
             ``k > 1``: ``"raise"`` raises at the next read, so the up to ``k - 1`` finite steps after the
             non-finite one have been taken; ``on_before_step`` and ``on_step_end`` callbacks also run for
             a step the device skips; the error names the step but not the parameters (``k = 1`` does);
@@ -352,12 +355,16 @@ def _deferred_step(
     for hook in before_step:
         hook(state)
     optimizer = state.optimizer
-    # GradScaler's protocol for fused optimizers: the step kernel does nothing where found_inf is nonzero.
-    optimizer.found_inf, optimizer.grad_scale = finite.logical_not().float(), None  # type: ignore[attr-defined]
-    try:
-        optimizer.step()
-    finally:
-        del optimizer.found_inf, optimizer.grad_scale  # type: ignore[attr-defined]
+    if first_step_pending(optimizer):  # fused SGD's first step: a device skip leaves empty_like buffers
+        if bool(finite):  # one host read, until the momentum buffers exist
+            optimizer.step()
+    else:
+        # GradScaler's protocol for fused optimizers: the step kernel does nothing where found_inf is nonzero.
+        optimizer.found_inf, optimizer.grad_scale = finite.logical_not().float(), None  # type: ignore[attr-defined]
+        try:
+            optimizer.step()
+        finally:
+            del optimizer.found_inf, optimizer.grad_scale  # type: ignore[attr-defined]
     sums.add(loss, finite, n)
     for cb in state.callbacks:
         cb.on_step_end(state)
