@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import http.server
@@ -266,6 +267,30 @@ def test_failed_download_leaves_nothing(mirror: Mirror, failure: str) -> None:
         and "apt-get install dataset-fashion-mnist" in message
     )
     assert _cache_listing() == set()
+
+
+def test_a_full_disk_is_named_and_not_called_a_missing_file(
+    mirror: Mirror, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before: "Fashion-MNIST file(s) not found: <all four> ... The download failed: [Errno 28] No space left"
+    # although the downloads had worked and two files were already stored.
+    real, calls = data.atomic_write, []
+
+    def third_fills_the_disk(target, payload):
+        calls.append(target)
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(target, payload)
+
+    monkeypatch.setattr(data, "atomic_write", third_fills_the_disk)
+    with pytest.raises(OSError) as info:
+        locate_fashion_mnist()
+    message = str(info.value)
+    assert info.value.errno == errno.ENOSPC and not isinstance(info.value, DataNotFoundError)
+    assert "not found" not in message and "download failed" not in message
+    assert f"storing the download of {STEMS[2]} failed (No space left on device)" in message
+    assert f"Still missing: {STEMS[2]}, {STEMS[3]}." in message
+    assert str(data.cache_dir()) in message
 
 
 def test_corrupt_cache_file_is_replaced(mirror: Mirror) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import functools
 import os
 import sys
@@ -210,7 +211,13 @@ def _locate(download: bool, mirror: str | None) -> dict[str, tuple[Path, str]]:
         try:
             found[stem] = (_download(stem, files[stem], mirror), "download")
         except OSError as exc:  # requests' errors are OSErrors too: connection, HTTP status, timeouts
-            raise _not_found(missing, mirror, f"The download failed: {exc}") from exc
+            still = [s for s in missing if found[s] is None]  # the files stored before it stay
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # a full disk is no missing file: say what happened
+                raise OSError(exc.errno, (
+                    f"The cache {cache_dir()} is full: storing the download of {stem} failed "
+                    f"({exc.strerror}). Still missing: {', '.join(still)}. Free space there, or set "
+                    f"{ENV_VAR} to a directory holding the files")) from exc  # fmt: skip
+            raise _not_found(still, mirror, f"The download failed at {stem}: {exc}") from exc
     return {stem: hit for stem, hit in found.items() if hit is not None}
 
 
@@ -232,6 +239,7 @@ def locate_fashion_mnist(*, download: bool = True, mirror: str | None = None) ->
             ``$DLTRICKS_DATA`` names a path that does not exist.
         NotADirectoryError: If ``$DLTRICKS_DATA`` names a file.
         PermissionError: If ``$DLTRICKS_DATA`` or the Debian directory cannot be read; it names the directory.
+        OSError: (``ENOSPC``, ``EDQUOT``) If the cache's disk is full; it names the files still missing.
     """
     return {stem: path for stem, (path, _) in _locate(download, mirror).items()}
 
