@@ -322,6 +322,34 @@ def test_resume_falls_back_past_a_corrupt_newest_file_and_sets_it_aside(referenc
         assert latest_checkpoint(tmp_path) is not None
 
 
+def test_resume_refuses_a_directory_whose_every_checkpoint_is_bad(tmp_path):
+    # Before: fit warned, renamed both files to .corrupt and trained from step 0, discarding the run.
+    with pytest.raises(Crash):
+        run(tmp_path, crash_at=9)
+    files = list_checkpoints(tmp_path)
+    assert len(files) == 2
+    files[0].write_bytes(b"")
+    files[1].write_bytes(files[1].read_bytes()[:-10])
+    contents = {p: p.read_bytes() for p in files}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # refused, not warned about
+        with pytest.raises(CheckpointError) as info:
+            run(tmp_path)
+    message = str(info.value)
+    assert message.startswith(f"cannot resume from {tmp_path}: none of its 2 checkpoint(s) can be loaded")
+    assert f"{files[0]} is truncated: the file is empty" in message
+    assert f"{files[1]} is truncated: its archive has" in message
+    assert "Nothing was renamed or deleted" in message
+    assert {p: p.read_bytes() for p in list_checkpoints(tmp_path)} == contents  # left as they were
+    assert not list(tmp_path.glob("*.corrupt"))
+
+
+def test_resume_from_an_empty_or_missing_directory_starts_afresh(reference, tmp_path):
+    model, history = run(tmp_path / "new")  # the one command line that both starts and restarts a run
+    assert_same(model, reference[0])
+    assert history == reference[1]
+
+
 BAD = [
     (lambda p: save_checkpoint(3, {}), TypeError, r"`path` must be a file path. Received: path=3"),
     (

@@ -59,20 +59,23 @@ def resume(state: TrainState, source: str | os.PathLike[str]) -> Path | None:
     ``source`` is a checkpoint file, or a directory whose newest good checkpoint is used. Newer files that
     fail to verify are renamed to ``<name>.corrupt`` (and warned about) so that the resumed run, which
     writes over their steps again, never falls back to them. An empty or missing directory leaves
-    ``state`` untouched and returns ``None``: the run starts afresh.
+    ``state`` untouched and returns ``None``: the run starts afresh. A directory that holds checkpoints of
+    which none can be loaded is refused: the request to resume cannot be honoured, and starting from step
+    0 in its place would silently discard the run.
 
     Returns:
         The checkpoint resumed from, or ``None``.
 
     Raises:
-        CheckpointError: for a bad file given directly, or a checkpoint that does not fit ``state`` (another
-            model, optimizer, loader, or other stateful callbacks).
+        CheckpointError: for a bad file given directly; for a directory whose every checkpoint is bad (each
+            file is named with its fault, and none is renamed); for a checkpoint that does not fit ``state``
+            (another model, optimizer, loader, or other stateful callbacks).
     """
     source = Path(check_type("source", source, PATHLIKE, "a checkpoint directory or file"))
     if source.is_file():
         found: tuple[Path, dict[str, Any]] | None = (source, load_checkpoint(source))
     else:
-        found = _newest_good(source, quarantine=True)
+        found = _newest_good(source, quarantine=True, refuse=True)
     if found is None:
         return None
     path, payload = found

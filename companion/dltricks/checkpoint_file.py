@@ -159,17 +159,40 @@ def latest_checkpoint(directory: str | os.PathLike[str]) -> Path | None:
     return None if found is None else found[0]
 
 
-def _newest_good(directory: str | os.PathLike[str], quarantine: bool = False) -> tuple[Path, dict] | None:
+def _newest_good(
+    directory: str | os.PathLike[str], quarantine: bool = False, refuse: bool = False
+) -> tuple[Path, dict] | None:
+    """The newest checkpoint of ``directory`` that verifies, and its payload; ``None`` when there is none.
+
+    Each newer file that fails is warned of and, with ``quarantine``, renamed to ``<name>.corrupt`` once a
+    good one is found (the resumed run writes over their steps again and must never fall back to them).
+    With ``refuse``, a directory whose every checkpoint fails raises instead (the files keep their names).
+
+    Raises:
+        CheckpointError: with ``refuse``, when checkpoints exist and none verifies: each file and its fault.
+    """
+    bad: list[tuple[Path, CheckpointError]] = []
+    found = None
     for path in reversed(list_checkpoints(directory)):
         try:
-            return path, load_checkpoint(path)
+            found = path, load_checkpoint(path)
+            break
         except CheckpointError as err:
-            note = ""
-            if quarantine:  # kept for inspection, out of the way of the resumed run's own saves
-                path.replace(path.with_name(path.name + ".corrupt"))
-                note = f"; renamed to {path.name}.corrupt"
-            warnings.warn(f"skipping bad checkpoint {path}: {err}{note}", RuntimeWarning, stacklevel=3)
-    return None
+            bad.append((path, err))
+    if found is None and bad and refuse:
+        faults = "; ".join(str(err) for _, err in bad)  # each message starts with its file's path
+        raise CheckpointError(
+            f"cannot resume from {directory}: none of its {len(bad)} checkpoint(s) can be loaded ({faults}). "
+            "Nothing was renamed or deleted. Repair or remove them to start afresh, or resume from a "
+            "checkpoint file that verifies"
+        )
+    for path, err in bad:
+        note = ""
+        if quarantine and found is not None:  # kept for inspection, out of the way of the resumed run
+            path.replace(path.with_name(path.name + ".corrupt"))
+            note = f"; renamed to {path.name}.corrupt"
+        warnings.warn(f"skipping bad checkpoint {path}: {err}{note}", RuntimeWarning, stacklevel=3)
+    return found
 
 
 def _step(path: Path) -> int:

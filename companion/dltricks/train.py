@@ -130,7 +130,8 @@ def fit(
             When it holds a checkpoint that verifies, the model, optimizer, loader position, callbacks,
             random generators, counters and history are restored from the newest one and training goes on
             from there, mid-epoch included; an empty or missing directory starts afresh, so one command
-            line both starts and restarts a run. ``epochs`` stays the total, not the number still to run;
+            line both starts and restarts a run; a directory whose checkpoints all fail to load is refused
+            (each file named with its fault). ``epochs`` stays the total, not the number still to run;
             fewer than the checkpoint already completed is refused. The optimizer's state is matched to the
             parameters by name and its hyperparameters are the checkpoint's (PyTorch's convention, see
             :func:`dltricks.checkpoint.restore`), with a warning where the caller's differ.
@@ -169,7 +170,8 @@ def fit(
             ``nonfinite``, or ``sync_every > 1`` with an optimizer that cannot skip a step on the device.
         FloatingPointError: when the training loss or a gradient becomes NaN or infinite (the epoch and step
             are named; with ``"skip"``, once more than ``max_skipped`` steps were skipped).
-        dltricks.checkpoint.CheckpointError: when ``resume_from`` names a bad file, or a checkpoint that does
+        dltricks.checkpoint.CheckpointError: when ``resume_from`` names a bad file or a directory of bad
+            files only, or a checkpoint that does
             not match this model, optimizer (class, parameter groups, parameter names), loader or these
             callbacks, or that holds more epochs than ``epochs``; when another process holds the
             ``Checkpoint`` directory.
