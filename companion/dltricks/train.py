@@ -108,8 +108,16 @@ def fit(
     of the final weights on the training batches as ``train_loss``/``train_<metric>`` (the honest numbers
     for a train/test gap: no penalty, no dropout, no drift within the epoch).
 
+    In a ``torch.distributed`` process group (a script started by ``torchrun``, see
+    :mod:`dltricks.distributed.fitting`) the same call trains data-parallel: through
+    ``DistributedDataParallel``, each rank on its share of every global batch of ``train`` (a
+    ``TensorBatches`` is sharded; a ``DataLoader`` needs a ``DistributedSampler``), with the loss and metrics
+    reduced over the ranks so every rank records the same history; only rank 0 writes checkpoints and shows
+    progress, and every rank resumes from the checkpoint rank 0 picks.
+
     Args:
-        model: the network; moved to ``device``.
+        model: the network; moved to ``device`` (a ``DistributedDataParallel`` is accepted: its module is
+            what checkpoints store).
         train: re-iterable batches ``(x, y)``, e.g. ``TensorBatches`` or a ``DataLoader``.
         optimizer: any ``torch.optim.Optimizer`` over ``model``'s parameters.
         epochs: number of passes over ``train`` (>= 0).
