@@ -17,7 +17,9 @@ from torch.utils.data.distributed import DistributedSampler
 from dltricks.distributed import (
     WorkerError,
     average_gradients,
+    broadcast_buffers,
     broadcast_parameters,
+    data_parallel_step,
     gradient_bytes,
     launch,
     predicted_step_seconds,
@@ -121,6 +123,38 @@ def test_gloo_processes_equal_one_process_for_ours_and_ddp(world_size):
             )
 
 
+def test_batch_norm_replicas_stay_identical_and_equal_ddp():
+    # Before: each rank's running statistics followed its own shards (no buffer broadcast), so the replicas
+    # drifted apart although the docstring promised identical replicas. Now rank 0's buffers reach every
+    # rank each step, as DDP's broadcast_buffers=True does.
+    _, x, y = _problem()
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Linear(6, 16), nn.BatchNorm1d(16), nn.Tanh(), nn.Linear(16, 3)).double()
+    kwargs = {"batch_size": GLOBAL_BATCH, "epochs": EPOCHS, "lr": LR, "seed": 0}
+    results = launch(workers.ours_and_ddp, 2, (model, x, y, kwargs), backend="gloo", timeout=120)
+    ours0, ours1, ddp0 = results[0]["ours"], results[1]["ours"], results[0]["ddp"]
+    assert not torch.equal(ours0["1.running_mean"], model.state_dict()["1.running_mean"])  # it moved
+    for key, value in ours0.items():
+        assert torch.equal(ours1[key], value), key  # the replicas are identical, buffers included
+        torch.testing.assert_close(value, ddp0[key], rtol=1e-12, atol=1e-13, msg=key)  # and equal DDP's
+
+
+def test_a_branch_unused_on_one_rank_is_refused_or_counted_as_zeros_like_ddp():
+    # Before: rank 1 had no gradient for b, so the ranks' all-reduces paired different tensors (b with c)
+    # and the launch hung. Now the step is refused on every rank, naming b, or with
+    # find_unused_parameters=True equals DDP(find_unused_parameters=True).
+    refused = launch(workers.unused_branch, 2, (False,), backend="gloo", timeout=60)
+    named = "the gradients of b.weight (1 of 2 ranks), b.bias (1 of 2 ranks) exist on some ranks only"
+    for res in refused:
+        assert named in res["error"]
+        assert "frozen" not in res["error"]  # unused on every rank: consistent, not an error
+    counted = launch(workers.unused_branch, 2, (True,), backend="gloo", timeout=60)
+    for res in counted:
+        for key, value in res["ddp"].items():
+            torch.testing.assert_close(res["ours"][key], value, rtol=1e-12, atol=1e-13, msg=key)
+    assert torch.equal(counted[0]["ours"]["b.weight"], counted[1]["ours"]["b.weight"])
+
+
 # ---- the cost model ------------------------------------------------------------------------------------
 
 
@@ -165,6 +199,8 @@ def test_a_hanging_run_ends_at_the_timeout():
 # ---- bad inputs ----------------------------------------------------------------------------------------
 
 
+LIN, X, Y = nn.Linear(2, 3), torch.zeros(4, 2), torch.zeros(4, dtype=torch.long)
+
 # (call, error, pattern): every message names the argument and what it received.
 # fmt: off
 BAD_INPUTS = [
@@ -186,6 +222,13 @@ BAD_INPUTS = [
     (lambda: predicted_step_seconds(1.0, 1, 2, 0.0), ValueError, r"`bandwidth` must be .*bandwidth=0.0"),
     (lambda: predicted_step_seconds(1.0, 1, 2, 1.0, overlap=2), ValueError, r"`overlap` must be .*overlap=2"),
     (lambda: scaling_efficiency(1.0, 0, 2), ValueError, r"`seconds_n` must be .*seconds_n=0"),
+    (lambda: data_parallel_step(LIN, torch.optim.SGD(LIN.parameters()), X, Y, broadcast_buffers=1), TypeError,
+     r"`broadcast_buffers` must be True or False. Received: broadcast_buffers=1"),
+    (lambda: data_parallel_step("net", torch.optim.SGD(LIN.parameters()), X, Y), TypeError,
+     r"`model` must be a torch.nn.Module. Received: model='net'"),
+    (lambda: average_gradients(LIN, find_unused_parameters=None), TypeError,
+     r"`find_unused_parameters` must be True or False. Received: find_unused_parameters=None"),
+    (lambda: broadcast_buffers([1]), TypeError, r"`model` must be a torch.nn.Module. Received: model=\[1\]"),
 ]
 # fmt: on
 
@@ -201,6 +244,8 @@ def test_collectives_outside_a_process_group_say_how_to_get_one():
     for call in (
         lambda: average_gradients(model),
         lambda: broadcast_parameters(model),
+        lambda: broadcast_buffers(model),
+        lambda: data_parallel_step(model, torch.optim.SGD(model.parameters()), x, y),
         lambda: train_data_parallel(0, 1, model, x, y),
     ):
         with pytest.raises(RuntimeError, match="no process group: call this inside a worker"):

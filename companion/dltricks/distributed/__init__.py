@@ -5,8 +5,8 @@
 * :mod:`dltricks.distributed.sharding`: :func:`shard_indices`, each rank's share of an epoch, exactly as
   ``DistributedSampler``.
 * :mod:`dltricks.distributed.data_parallel`: the from-scratch version (:func:`broadcast_parameters`,
-  :func:`average_gradients`, :func:`data_parallel_step`) and :func:`train_data_parallel`, a worker that
-  trains with it or with ``DistributedDataParallel``.
+  :func:`broadcast_buffers`, :func:`average_gradients`, :func:`data_parallel_step`) and
+  :func:`train_data_parallel`, a worker that trains with it or with ``DistributedDataParallel``.
 * :mod:`dltricks.distributed.ranks`: under ``torchrun``, :func:`init_from_env` joins the process group the
   environment describes; :func:`rank_and_world`, :func:`is_main` (the rank that writes files).
 * :mod:`dltricks.distributed.sharded_batches`: :class:`ShardedBatches`, a rank's share of global batches.
@@ -24,6 +24,7 @@ from dltricks.distributed.cost import (
 )
 from dltricks.distributed.data_parallel import (
     average_gradients,
+    broadcast_buffers,
     broadcast_parameters,
     data_parallel_step,
     train_data_parallel,
@@ -37,6 +38,7 @@ __all__ = [
     "ShardedBatches",
     "WorkerError",
     "average_gradients",
+    "broadcast_buffers",
     "broadcast_parameters",
     "data_parallel_step",
     "free_port",
