@@ -59,6 +59,26 @@ CASES = [
     pytest.param("adamw", {"lr": 0.01, "weight_decay": 0.1, "amsgrad": True}, id="adamw-amsgrad"),
     pytest.param("nadam", {"lr": 0.01}, id="nadam-plain"),
     pytest.param("nadam", {"lr": 0.01, "weight_decay": 0.01, "momentum_decay": 0.01}, id="nadam-options"),
+    # torch.optim's flags, each accepted with torch's result (before: maximize was a TypeError at __init__,
+    # decoupled_weight_decay too).
+    pytest.param(
+        "adam", {"lr": 0.01, "weight_decay": 0.1, "decoupled_weight_decay": True}, id="adam-decoupled"
+    ),
+    pytest.param(
+        "nadam", {"lr": 0.01, "weight_decay": 0.1, "decoupled_weight_decay": True}, id="nadam-decoupled"
+    ),  # fmt: skip
+    *[
+        pytest.param(name, {**hyper, "maximize": True}, id=f"{name}-maximize")  # small rates: uphill diverges
+        for name, hyper in [
+            ("sgd", {"lr": 5e-5, "momentum": 0.9, "nesterov": True, "weight_decay": 0.01}),
+            ("adagrad", {"lr": 0.01, "weight_decay": 0.01}),
+            ("rmsprop", {"lr": 0.001, "momentum": 0.5, "centered": True}),
+            ("adadelta", {"lr": 1.0, "weight_decay": 0.01}),
+            ("adam", {"lr": 0.005, "amsgrad": True, "weight_decay": 0.01}),
+            ("adamw", {"lr": 0.005}),
+            ("nadam", {"lr": 0.005, "weight_decay": 0.01}),
+        ]
+    ],
 ]
 
 
@@ -335,12 +355,42 @@ def test_adagrad_effective_step_decreases_monotonically():
 
 def test_unsupported_torch_options_in_a_loaded_state_dict_are_refused():
     p = torch.nn.Parameter(torch.ones(2))
-    theirs = torch.optim.Adam([p], lr=0.1, maximize=True)
+    theirs = torch.optim.Adam([p], lr=0.1, differentiable=True)
     ours = Adam([p], lr=0.1)
     ours.load_state_dict(theirs.state_dict())
     p.grad = torch.ones(2)
-    with pytest.raises(ValueError, match=r"`maximize` must be False .*Received: maximize=True"):
+    with pytest.raises(ValueError, match=r"`differentiable` must be False .*Received: differentiable=True"):
         ours.step()
+
+
+def test_a_loaded_maximize_flag_is_honoured():
+    # Before: refused at step(); now implemented, the loaded flag gives torch's update.
+    p, q = torch.nn.Parameter(torch.ones(2, dtype=F64)), torch.nn.Parameter(torch.ones(2, dtype=F64))
+    theirs = torch.optim.Adam([p], lr=0.1, maximize=True)
+    ours = Adam([q], lr=0.1)
+    ours.load_state_dict(theirs.state_dict())
+    for _ in range(3):
+        p.grad, q.grad = p.detach() * 2, q.detach() * 2
+        theirs.step()
+        ours.step()
+    assert torch.equal(p, q) and bool((p > 1).all())  # uphill
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_a_tensor_hyperparameter_is_refused_saying_why(name):
+    # torch.optim accepts lr=torch.tensor(...) (for its capturable/fused paths); ours said only "a real
+    # number. Received: lr=tensor(0.0100)", as if the value were wrong.
+    p = torch.nn.Parameter(torch.ones(2))
+    with pytest.raises(TypeError, match=r"`lr` must be a Python number: torch.optim takes a tensor value for "
+                                        r"its capturable and fused paths .* pass float\(lr\)"):  # fmt: skip
+        OPTIMIZERS[name]([p], lr=torch.tensor(0.01))
+    torch_counterpart(name)([p], lr=torch.tensor(0.01))  # what torch accepts
+
+
+def test_adam_betas_as_tensors_are_refused_saying_why():
+    p = torch.nn.Parameter(torch.ones(2))
+    with pytest.raises(TypeError, match=r"`betas\[0\]` must be a Python number: torch.optim takes a tensor"):
+        Adam([p], betas=(torch.tensor(0.9), 0.999))
 
 
 def test_adamw_stays_decoupled_when_loading_an_adam_state_dict():

@@ -14,10 +14,12 @@ the param-group keys and state names of ``torch.optim`` so that ``state_dict()``
 
 Compatibility with ``torch.optim`` state dicts: ``Optimizer.load_state_dict`` replaces the param groups
 wholesale, so every group here carries the keys ``torch.optim`` stores, including those of options not
-implemented here (``maximize``, ``differentiable``, ``capturable``, ``fused``: ``TORCH_KEYS``) with the
-values that mean "the plain algorithm". A group that switches one on (e.g. loaded from a
-``torch.optim.Adam(maximize=True)``) is refused at the next ``step()`` rather than silently ignored.
-(``decoupled_weight_decay``, which torch's Adam and NAdam keep, is implemented: it is how AdamW differs.)
+implemented here (``differentiable``, ``capturable``, ``fused``: ``TORCH_KEYS``) with the values that
+mean "the plain algorithm". A group that switches one on (e.g. loaded from a
+``torch.optim.Adam(capturable=True)``) is refused at the next ``step()`` rather than silently ignored.
+``maximize`` (every optimizer) and ``decoupled_weight_decay`` (Adam and NAdam) are implemented and taken
+as arguments, as in torch. A tensor hyperparameter (``lr=torch.tensor(0.01)``), which torch accepts for
+its CUDA-graph paths, is refused with that reason (:func:`no_tensor`).
 """
 
 from __future__ import annotations
@@ -74,21 +76,35 @@ def increment_steps(steps: list[torch.Tensor]) -> list[float]:
 # -- argument checks -----------------------------------------------------------------------------------
 
 
+def no_tensor(name: str, value: Any) -> Any:
+    """Refuse a tensor hyperparameter, saying why (``torch.optim`` accepts one for its CUDA-graph paths)."""
+    if isinstance(value, torch.Tensor):
+        fail(
+            name,
+            "a Python number: torch.optim takes a tensor value for its capturable and fused paths (CUDA "
+            "graphs, where a Python number would be baked in), which dltricks.optim does not implement; "
+            f"pass float({name})",
+            value,
+            TypeError,
+        )
+    return value
+
+
 def check_lr(lr: Any) -> float:
-    return check_float("lr", lr, minimum=0.0)
+    return check_float("lr", no_tensor("lr", lr), minimum=0.0)
 
 
 def check_nonnegative(name: str, value: Any) -> float:
-    return check_float(name, value, minimum=0.0)
+    return check_float(name, no_tensor(name, value), minimum=0.0)
 
 
 def check_positive(name: str, value: Any) -> float:
-    return check_float(name, value, minimum=0.0, min_inclusive=False)
+    return check_float(name, no_tensor(name, value), minimum=0.0, min_inclusive=False)
 
 
 def check_unit(name: str, value: Any, *, closed: bool = True) -> float:
     """A value in [0, 1] (``closed``) or [0, 1)."""
-    return check_float(name, value, minimum=0.0, maximum=1.0, max_inclusive=closed)
+    return check_float(name, no_tensor(name, value), minimum=0.0, maximum=1.0, max_inclusive=closed)
 
 
 def check_betas(betas: Any) -> tuple[float, float]:
@@ -124,8 +140,13 @@ class DLOptimizer(torch.optim.Optimizer):
     SETDEFAULTS: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, params: Iterable[Any], defaults: dict[str, Any]) -> None:
-        self._check_hyper(defaults)
+        self._check_all(defaults)
         super().__init__(params, {**defaults, **self.TORCH_KEYS})
+
+    def _check_all(self, hyper: dict[str, Any]) -> None:
+        """The subclass's checks, then ``maximize`` (which every optimizer here takes, as in torch)."""
+        self._check_hyper(hyper)
+        check_bool("maximize", hyper.get("maximize", False))
 
     # -- hooks for the subclasses ----------------------------------------------------------------------
 
@@ -164,7 +185,7 @@ class DLOptimizer(torch.optim.Optimizer):
         # Check a group's own hyperparameters (e.g. ``[{"params": ..., "lr": -1}]``) before it is added, so
         # that a refused group leaves the optimizer as it was.
         if isinstance(param_group, dict) and hasattr(self, "defaults"):
-            self._check_hyper({**self.defaults, **{k: v for k, v in param_group.items() if k != "params"}})
+            self._check_all({**self.defaults, **{k: v for k, v in param_group.items() if k != "params"}})
             params = param_group.get("params")
             if isinstance(params, torch.Tensor):
                 params = [params]
@@ -182,6 +203,7 @@ class DLOptimizer(torch.optim.Optimizer):
         super().__setstate__(state)
         for group in self.param_groups:
             group.setdefault("foreach", None)
+            group.setdefault("maximize", False)
             for key, value in {**self.TORCH_KEYS, **self.SETDEFAULTS}.items():
                 group.setdefault(key, value)
             for p in group["params"]:
@@ -200,7 +222,7 @@ class DLOptimizer(torch.optim.Optimizer):
         Raises:
             RuntimeError: for a sparse gradient.
             ValueError: for a group that switches on a ``torch.optim`` option not implemented here (e.g.
-                ``maximize=True``, loaded from a torch state dict).
+                ``capturable=True``, loaded from a torch state dict).
             TypeError: for a complex parameter (also refused when it is added).
         """
         loss = None
@@ -226,6 +248,8 @@ class DLOptimizer(torch.optim.Optimizer):
             for key, off in self.TORCH_KEYS.items():
                 if group.get(key, off):
                     fail(key, f"{off!r} (dltricks.optim.{name} does not implement it)", group[key])
+            if group.get("maximize", False):  # torch.optim's maximize: every update starts from -grad
+                grads = list(torch._foreach_neg(grads))
             states: States = []
             if self._needs_state(group):
                 states = [self.state[p] for p in params]

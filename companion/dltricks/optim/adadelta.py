@@ -57,12 +57,14 @@ class Adadelta(DLOptimizer):
         eps: :math:`\epsilon` (> 0).
         weight_decay: :math:`\lambda` (>= 0).
         foreach: ``True``/``False`` for the multi-tensor path or the loop; ``None`` chooses (see ``SGD``).
+        maximize: follow the gradient upwards (maximize the objective), as ``torch.optim``'s flag: the
+            gradient is negated before the update.
 
     References:
         Zeiler, "ADADELTA: An Adaptive Learning Rate Method", arXiv:1212.5701, 2012 (Algorithm 1).
     """
 
-    TORCH_KEYS = {"maximize": False, "capturable": False, "differentiable": False}
+    TORCH_KEYS = {"capturable": False, "differentiable": False}
 
     def __init__(
         self,
@@ -73,8 +75,16 @@ class Adadelta(DLOptimizer):
         weight_decay: float = 0,
         *,
         foreach: bool | None = None,
+        maximize: bool = False,
     ) -> None:
-        defaults = {"lr": lr, "rho": rho, "eps": eps, "weight_decay": weight_decay, "foreach": foreach}
+        defaults = {
+            "lr": lr,
+            "rho": rho,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "foreach": foreach,
+            "maximize": maximize,
+        }
         super().__init__(params, defaults)
 
     @staticmethod

@@ -60,13 +60,15 @@ class Adagrad(DLOptimizer):
         initial_accumulator_value: :math:`s_0` (>= 0).
         eps: :math:`\epsilon` (> 0), added to :math:`\sqrt{s_t}`.
         foreach: ``True``/``False`` for the multi-tensor path or the loop; ``None`` chooses (see ``SGD``).
+        maximize: follow the gradient upwards (maximize the objective), as ``torch.optim``'s flag: the
+            gradient is negated before the update.
 
     References:
         Duchi, Hazan & Singer, "Adaptive Subgradient Methods for Online Learning and Stochastic
         Optimization", JMLR 12, 2011 (the diagonal variant, sec. 1 and Figure 1).
     """
 
-    TORCH_KEYS = {"maximize": False, "differentiable": False, "fused": None}
+    TORCH_KEYS = {"differentiable": False, "fused": None}
 
     def __init__(
         self,
@@ -78,6 +80,7 @@ class Adagrad(DLOptimizer):
         eps: float = 1e-10,
         *,
         foreach: bool | None = None,
+        maximize: bool = False,
     ) -> None:
         defaults = {
             "lr": lr,
@@ -86,6 +89,7 @@ class Adagrad(DLOptimizer):
             "weight_decay": weight_decay,
             "initial_accumulator_value": initial_accumulator_value,
             "foreach": foreach,
+            "maximize": maximize,
         }
         super().__init__(params, defaults)
         # Like torch.optim.Adagrad, create the state at once rather than at the first step, so that a

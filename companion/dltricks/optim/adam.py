@@ -66,6 +66,10 @@ class Adam(DLOptimizer):
         weight_decay: :math:`\lambda` (>= 0), L2 added to the gradient.
         amsgrad: use the running maximum of :math:`v_t` (AMSGrad).
         foreach: ``True``/``False`` for the multi-tensor path or the loop; ``None`` chooses (see ``SGD``).
+        maximize: follow the gradient upwards (maximize the objective), as ``torch.optim``'s flag: the
+            gradient is negated before the update.
+        decoupled_weight_decay: decay the weights outside the adaptive update, :math:`\theta \leftarrow
+            (1 - \eta\lambda)\theta` (``AdamW``), as ``torch.optim.Adam``'s flag of the same name.
 
     References:
         Kingma & Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015 (Algorithm 1; the
@@ -73,9 +77,8 @@ class Adam(DLOptimizer):
         Reddi, Kale & Kumar, "On the Convergence of Adam and Beyond", ICLR 2018 (AMSGrad).
     """
 
-    TORCH_KEYS = {"maximize": False, "capturable": False, "differentiable": False, "fused": None}
+    TORCH_KEYS = {"capturable": False, "differentiable": False, "fused": None}
     SETDEFAULTS = {"amsgrad": False, "decoupled_weight_decay": False}
-    _DECOUPLED = False
 
     def __init__(
         self,
@@ -87,6 +90,8 @@ class Adam(DLOptimizer):
         amsgrad: bool = False,
         *,
         foreach: bool | None = None,
+        maximize: bool = False,
+        decoupled_weight_decay: bool = False,
     ) -> None:
         defaults = {
             "lr": lr,
@@ -95,8 +100,9 @@ class Adam(DLOptimizer):
             "weight_decay": weight_decay,
             "amsgrad": amsgrad,
             "foreach": foreach,
+            "maximize": maximize,
             # Kept in every group, as in torch.optim, where AdamW is Adam with this key set.
-            "decoupled_weight_decay": self._DECOUPLED,
+            "decoupled_weight_decay": decoupled_weight_decay,
         }
         super().__init__(params, defaults)
 
@@ -107,6 +113,7 @@ class Adam(DLOptimizer):
         check_positive("eps", hyper["eps"])
         check_nonnegative("weight_decay", hyper["weight_decay"])
         check_bool("amsgrad", hyper["amsgrad"])
+        check_bool("decoupled_weight_decay", hyper["decoupled_weight_decay"])
         check_foreach(hyper["foreach"])
 
     def _init_state(self, p: torch.Tensor, state: dict[str, Any], group: Group) -> None:

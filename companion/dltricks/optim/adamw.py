@@ -38,13 +38,12 @@ class AdamW(Adam):
         weight_decay: :math:`\lambda` (>= 0), decoupled.
         amsgrad: use the running maximum of :math:`v_t` (AMSGrad).
         foreach: ``True``/``False`` for the multi-tensor path or the loop; ``None`` chooses (see ``SGD``).
+        maximize: maximize the objective (the gradient is negated), as ``torch.optim.AdamW``.
 
     References:
         Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019 (Algorithm 2);
         Kingma & Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015.
     """
-
-    _DECOUPLED = True
 
     def __init__(
         self,
@@ -56,8 +55,10 @@ class AdamW(Adam):
         amsgrad: bool = False,
         *,
         foreach: bool | None = None,
+        maximize: bool = False,
     ) -> None:
-        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach)
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach, maximize=maximize,
+                         decoupled_weight_decay=True)  # fmt: skip
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # As torch.optim.AdamW: whatever state dict is loaded (e.g. one saved by Adam), AdamW decouples.

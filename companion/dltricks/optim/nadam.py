@@ -13,6 +13,7 @@ from dltricks.optim._base import (
     States,
     Tensors,
     check_betas,
+    check_bool,
     check_foreach,
     check_lr,
     check_nonnegative,
@@ -59,7 +60,11 @@ class NAdam(DLOptimizer):
         eps: :math:`\epsilon` (> 0).
         weight_decay: :math:`\lambda` (>= 0), L2 added to the gradient.
         momentum_decay: :math:`\psi` (>= 0).
+        decoupled_weight_decay: decay the weights outside the update, :math:`\theta \leftarrow (1 -
+            \eta\lambda)\theta`, as ``torch.optim.NAdam``'s flag (NAdamW).
         foreach: ``True``/``False`` for the multi-tensor path or the loop; ``None`` chooses (see ``SGD``).
+        maximize: follow the gradient upwards (maximize the objective), as ``torch.optim``'s flag: the
+            gradient is negated before the update.
 
     References:
         Dozat, "Incorporating Nesterov Momentum into Adam", ICLR 2016 workshop track (Algorithm 2);
@@ -67,7 +72,7 @@ class NAdam(DLOptimizer):
         learning", ICML 2013 (the momentum schedule).
     """
 
-    TORCH_KEYS = {"maximize": False, "capturable": False, "differentiable": False}
+    TORCH_KEYS = {"capturable": False, "differentiable": False}
     SETDEFAULTS = {"decoupled_weight_decay": False}
 
     def __init__(
@@ -78,8 +83,10 @@ class NAdam(DLOptimizer):
         eps: float = 1e-8,
         weight_decay: float = 0,
         momentum_decay: float = 4e-3,
+        decoupled_weight_decay: bool = False,
         *,
         foreach: bool | None = None,
+        maximize: bool = False,
     ) -> None:
         defaults = {
             "lr": lr,
@@ -87,10 +94,10 @@ class NAdam(DLOptimizer):
             "eps": eps,
             "weight_decay": weight_decay,
             "momentum_decay": momentum_decay,
-            # torch.optim.NAdam's option for AdamW-style decay; kept (off) so state dicts match, and honored
-            # when a loaded torch state dict switches it on.
-            "decoupled_weight_decay": False,
+            # torch.optim.NAdam's option for AdamW-style decay (NAdamW), as torch's positional argument.
+            "decoupled_weight_decay": decoupled_weight_decay,
             "foreach": foreach,
+            "maximize": maximize,
         }
         super().__init__(params, defaults)
 
@@ -101,6 +108,7 @@ class NAdam(DLOptimizer):
         check_positive("eps", hyper["eps"])
         check_nonnegative("weight_decay", hyper["weight_decay"])
         check_nonnegative("momentum_decay", hyper["momentum_decay"])
+        check_bool("decoupled_weight_decay", hyper["decoupled_weight_decay"])
         check_foreach(hyper["foreach"])
 
     def _init_state(self, p: torch.Tensor, state: dict[str, Any], group: Group) -> None:

@@ -65,6 +65,8 @@ class RMSprop(DLOptimizer):
         momentum: :math:`\mu` (>= 0).
         centered: divide by the centered second moment (an estimate of the variance).
         foreach: ``True``/``False`` for the multi-tensor path or the loop; ``None`` chooses (see ``SGD``).
+        maximize: follow the gradient upwards (maximize the objective), as ``torch.optim``'s flag: the
+            gradient is negated before the update.
 
     References:
         Tieleman & Hinton, "Lecture 6.5 - rmsprop: Divide the gradient by a running average of its recent
@@ -73,7 +75,7 @@ class RMSprop(DLOptimizer):
         variant with momentum).
     """
 
-    TORCH_KEYS = {"capturable": False, "maximize": False, "differentiable": False}
+    TORCH_KEYS = {"capturable": False, "differentiable": False}
     SETDEFAULTS = {"momentum": 0, "centered": False}
 
     def __init__(
@@ -87,6 +89,7 @@ class RMSprop(DLOptimizer):
         centered: bool = False,
         *,
         foreach: bool | None = None,
+        maximize: bool = False,
     ) -> None:
         defaults = {
             "lr": lr,
@@ -96,6 +99,7 @@ class RMSprop(DLOptimizer):
             "centered": centered,
             "weight_decay": weight_decay,
             "foreach": foreach,
+            "maximize": maximize,
         }
         super().__init__(params, defaults)
 

@@ -66,6 +66,8 @@ class SGD(DLOptimizer):
         nesterov: use Nesterov momentum (needs ``momentum > 0`` and ``dampening == 0``).
         foreach: ``True`` for the multi-tensor path, ``False`` for the per-parameter loop, ``None`` for the
             multi-tensor path whenever all parameters are on the CPU or a CUDA device.
+        maximize: follow the gradient upwards (maximize the objective), as ``torch.optim``'s flag: the
+            gradient is negated before the update.
 
     References:
         Polyak, "Some methods of speeding up the convergence of iteration methods", USSR Computational
@@ -74,7 +76,7 @@ class SGD(DLOptimizer):
         learning", ICML 2013 (classical momentum, eqs. 1-2, and Nesterov's accelerated gradient, eqs. 3-4).
     """
 
-    TORCH_KEYS = {"maximize": False, "differentiable": False, "fused": None}
+    TORCH_KEYS = {"differentiable": False, "fused": None}
     SETDEFAULTS = {"nesterov": False}
 
     def __init__(
@@ -87,6 +89,7 @@ class SGD(DLOptimizer):
         nesterov: bool = False,
         *,
         foreach: bool | None = None,
+        maximize: bool = False,
     ) -> None:
         defaults = {
             "lr": lr,
@@ -95,6 +98,7 @@ class SGD(DLOptimizer):
             "weight_decay": weight_decay,
             "nesterov": nesterov,
             "foreach": foreach,
+            "maximize": maximize,
         }
         super().__init__(params, defaults)
 
