@@ -227,3 +227,11 @@ def test_a_rank_that_cannot_load_the_checkpoint_fails_every_rank(tmp_path):
     expected = r"rank\(s\) \[1\] of 2 could not resume from .*ckpt-.*no such file"
     with pytest.raises(WorkerError, match=expected):
         launch(resume_worker, 2, args=(str(tmp_path),), backend="gloo", timeout=120)
+
+
+@pytest.mark.book
+def test_the_gpu_chapter_ran_torchrun_and_found_one_process_s_weights(results):
+    found = results("gpu")["results"]
+    assert found["torchrun_max_diff"]["value"] <= TOLERANCE  # a number: the quick and full profiles run it
+    assert found["torchrun_same_logs"]["value"] == "identical"
+    assert found["torchrun_files"]["value"] == "checkpoints, history.json, model.pt"

@@ -94,7 +94,7 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence[Callback] = ()) 
     ``callbacks`` run before the checkpoint (tests use one to stop a rank mid-epoch).
     """
     args = parser().parse_args(argv)
-    rank, world = init_from_env()
+    rank, world = init_from_env("gloo" if args.device == "cpu" else None)  # NCCL when there are GPUs
     limit_threads()  # $DLTRICKS_THREADS (default 1) per process
     seed_everything(args.seed)  # every rank alike: DDP's replicas start equal anyway (rank 0's broadcast)
     dtype = getattr(torch, args.dtype)
