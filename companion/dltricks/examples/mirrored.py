@@ -1,8 +1,10 @@
 """Keras' ``tf.distribute.MirroredStrategy`` over logical CPU devices against one device at the global batch.
 
+Run it as::
+
     python -m dltricks.examples.mirrored [--replicas 2] [--steps 4] [--batch-size 64] [--dtype float64]
 
-prints one JSON line: the number of replicas, the largest weight difference between the mirrored run and
+It prints one JSON line: the number of replicas, the largest weight difference between the mirrored run and
 the single-device run after ``--steps`` SGD steps (with momentum) from the same weights on the same batches,
 how far the steps moved the weights, and both runs' reported losses.
 
