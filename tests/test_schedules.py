@@ -33,6 +33,7 @@ from dltricks.schedules import (
     Schedule,
     cosine_with_warmup,
     exponential_decay,
+    multi_step,
     one_cycle,
     one_cycle_momentum,
     piecewise_constant,
@@ -116,6 +117,22 @@ def test_piecewise_constant_is_multisteplr_with_boundaries_one_earlier():
     values = [lr0 * gamma**i for i in range(len(milestones) + 1)]
     ours = [piecewise_constant(k, boundaries=[m - 1 for m in milestones], values=values) for k in range(40)]
     assert_torch_close(ours, theirs)
+
+
+@pytest.mark.parametrize(
+    "milestones",
+    [[5, 12, 13, 30], [0, 4, 4, 9], [7, 3], [0], [6, 6, 6], []],
+    ids=["distinct", "zero-and-repeat", "unsorted", "zero", "triple", "none"],
+)
+def test_multi_step_is_multisteplr_with_whatever_milestones_torch_takes(milestones):
+    # Before: only piecewise_constant, whose boundaries (m - 1, strictly increasing) cannot express a
+    # milestone at 0 (-1 is refused) or a repeated one (torch drops by gamma^k there).
+    gamma, lr0 = 0.5, 0.4
+    theirs, _ = torch_lrs(lambda o: S.MultiStepLR(o, milestones=milestones, gamma=gamma), 40, lr=lr0)
+    assert_torch_close(
+        [multi_step(k, lr0=lr0, milestones=milestones, gamma=gamma) for k in range(40)], theirs
+    )
+    assert multi_step(0, lr0=1.0, milestones=[]) == 1.0 and multi_step(5, lr0=1.0, milestones=[5]) == 0.1
 
 
 def test_power_decay_formula():
@@ -666,7 +683,8 @@ BAD = [
     (
         lambda: piecewise_constant(0, boundaries=[5, 5], values=[1, 2, 3]),
         ValueError,
-        r"`boundaries` must be strictly increasing. Received: boundaries=\[5, 5\]",
+        r"`boundaries` must be strictly increasing \(for MultiStepLR's milestones, repeats included: "
+        r"multi_step\). Received: boundaries=\[5, 5\]",
     ),
     (
         lambda: piecewise_constant(0, boundaries=[5, 3], values=[1, 2, 3]),
@@ -684,6 +702,15 @@ BAD = [
         r"`boundaries`.*Received: boundaries=5",
     ),
     (lambda: piecewise_constant(0, boundaries=[2.5], values=[1, 2]), TypeError, r"`boundaries\[0\]`"),
+    (
+        lambda: multi_step(0, lr0=0.1, milestones=[3, -1]),
+        ValueError,
+        r"`milestones\[1\]` must be an integer >= 0",
+    ),
+    (lambda: multi_step(0, lr0=0.1, milestones=3), TypeError, r"`milestones` must be a sequence.*=3"),
+    (lambda: multi_step(0, lr0=0.1, milestones=[2.0]), TypeError, r"`milestones\[0\]` must be an integer"),
+    (lambda: multi_step(0, lr0=0.1, milestones=[2], gamma=0), ValueError, r"`gamma`.*Received: gamma=0"),
+    (lambda: multi_step(0, lr0=0, milestones=[2]), ValueError, r"`lr0`.*Received: lr0=0"),
     (lambda: piecewise_constant(0, boundaries=[2], values=[1, -2]), ValueError, r"`values\[1\]`.*=-2"),
     (lambda: one_cycle(0, max_lr=0.1, total_steps=0), ValueError, r"`total_steps`.*total_steps=0"),
     (lambda: one_cycle(0, max_lr=0, total_steps=10), ValueError, r"`max_lr`.*max_lr=0"),

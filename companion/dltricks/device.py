@@ -12,7 +12,8 @@ DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """Turn ``"auto"``, ``"cpu"``, ``"cuda"`` (or a ``torch.device``) into a usable ``torch.device``.
 
-    ``"auto"`` picks CUDA when a GPU is visible and the CPU otherwise. Asking for ``"cuda"`` on a machine
+    ``"auto"`` picks CUDA when a GPU is visible, else Apple's MPS (Metal) when it is available, else the
+    CPU. Asking for ``"cuda"`` on a machine
     without a GPU is an error rather than a silent fallback: a chapter run for published numbers must not
     quietly train on the CPU.
 
@@ -28,7 +29,9 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     base = device.split(":", 1)[0]
     check_choice("device", base, DEVICE_CHOICES)
     if base == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
     if base == "cuda" and not torch.cuda.is_available():
         raise ValueError(
             f"`device` must name an available device; no CUDA GPU is visible. Received: device={device!r}"

@@ -29,6 +29,7 @@ from dltricks.schedules.callbacks import PlateauSchedule, Schedule
 from dltricks.schedules.functions import (
     cosine_with_warmup,
     exponential_decay,
+    multi_step,
     one_cycle,
     one_cycle_momentum,
     piecewise_constant,
@@ -43,6 +44,7 @@ __all__ = [
     "Schedule",
     "cosine_with_warmup",
     "exponential_decay",
+    "multi_step",
     "one_cycle",
     "one_cycle_momentum",
     "piecewise_constant",

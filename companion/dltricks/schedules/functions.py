@@ -16,6 +16,7 @@ from dltricks._checks import check_choice, check_float, check_int, fail
 __all__ = [
     "cosine_with_warmup",
     "exponential_decay",
+    "multi_step",
     "one_cycle",
     "one_cycle_momentum",
     "piecewise_constant",
@@ -130,9 +131,11 @@ def piecewise_constant(step: int, *, boundaries: Sequence[int], values: Sequence
     That is, ``values[0]`` up to and including step ``boundaries[0]``, ``values[-1]`` after
     ``boundaries[-1]``, exactly as ``keras.optimizers.schedules.PiecewiseConstantDecay(boundaries,
     values)``: a new value takes effect at step ``boundary + 1``. ``torch.optim.lr_scheduler.MultiStepLR(opt,
-    milestones, gamma)`` switches *at* its milestone instead, so it equals this function with
-    ``boundaries = [m - 1 for m in milestones]`` and ``values = [lr0 * gamma**i for i in range(len(milestones)
-    + 1)]``.
+    milestones, gamma)`` switches *at* its milestone instead, so for distinct milestones ``>= 1`` it equals
+    this function with ``boundaries = [m - 1 for m in sorted(milestones)]`` and ``values = [lr0 * gamma**i
+    for i in range(len(milestones) + 1)]``. A milestone 0 (a boundary -1) and repeated milestones (one drop
+    of :math:`\gamma^k`) have no such boundaries: :func:`multi_step` takes MultiStepLR's milestones as they
+    are.
 
     Args:
         step: updates already taken, >= 0.
@@ -150,13 +153,43 @@ def piecewise_constant(step: int, *, boundaries: Sequence[int], values: Sequence
         fail("values", "a sequence of learning rates", values, TypeError)
     bounds = [check_int(f"boundaries[{i}]", b, minimum=0) for i, b in enumerate(boundaries)]
     if any(b >= c for b, c in zip(bounds, bounds[1:])):
-        fail("boundaries", "strictly increasing", list(boundaries))
+        fail("boundaries", "strictly increasing (for MultiStepLR's milestones, repeats included: multi_step)",
+             list(boundaries))  # fmt: skip
     if len(values) != len(bounds) + 1:
         fail("values", f"a sequence of len(boundaries) + 1 = {len(bounds) + 1} learning rates", list(values))
     rates = [_lr(f"values[{i}]", v) for i, v in enumerate(values)]
     # The first boundary not below the step: values[i] for boundaries[i-1] < t <= boundaries[i].
     i = next((i for i, b in enumerate(bounds) if t <= b), len(bounds))
     return rates[i]
+
+
+def multi_step(step: int, *, lr0: float, milestones: Sequence[int], gamma: float = 0.1) -> float:
+    r"""Multi-step decay: :math:`\eta_0\,\gamma^{n(t)}`, :math:`n(t)` the milestones :math:`m \le t`.
+
+    Exactly ``torch.optim.lr_scheduler.MultiStepLR(opt, milestones, gamma)`` on an optimizer with
+    ``lr=lr0``, including what it accepts beyond a list of distinct increasing steps: milestones in any
+    order, a milestone repeated :math:`k` times (one drop by :math:`\gamma^k`, as torch counts them) and a
+    milestone at 0 (the first update already runs at :math:`\eta_0\gamma`). Without repeats and zeros it
+    is :func:`piecewise_constant` with ``boundaries = [m - 1 for m in sorted(milestones)]``.
+
+    Args:
+        step: updates already taken (or epochs completed, when applied per epoch), >= 0.
+        lr0: the initial rate :math:`\eta_0` (> 0).
+        milestones: integer steps >= 0 (may be empty: a constant rate). Torch also takes a negative one and
+            never reaches it; here it is refused.
+        gamma: the factor :math:`\gamma` of each drop (> 0; torch's default 0.1).
+
+    Raises:
+        TypeError: for ``milestones`` or ``gamma`` of the wrong type.
+        ValueError: for a milestone < 0, or a ``gamma`` or ``lr0`` out of its allowed range.
+    """
+    t = _step(step)
+    lr0 = _lr("lr0", lr0)
+    if isinstance(milestones, (str, bytes)) or not isinstance(milestones, Sequence):
+        fail("milestones", "a sequence of integer steps", milestones, TypeError)
+    marks = [check_int(f"milestones[{i}]", m, minimum=0) for i, m in enumerate(milestones)]
+    gamma = check_float("gamma", gamma, minimum=0.0, min_inclusive=False)
+    return lr0 * gamma ** sum(1 for m in marks if m <= t)
 
 
 def _one_cycle_phases(total_steps: int, pct_start: float, three_phase: bool) -> list[tuple[float, str, str]]:
