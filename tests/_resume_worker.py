@@ -1,7 +1,8 @@
-"""Test helper for tests/test_torchrun.py: a ``launch`` worker whose rank 1 cannot read the checkpoint."""
+"""Test helpers for tests/test_torchrun.py: ``launch`` workers (a rank that cannot resume; batch norm)."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -9,6 +10,7 @@ import torch
 import dltricks.checkpoint
 from dltricks.batches import TensorBatches
 from dltricks.checkpoint import Checkpoint
+from dltricks.distributed import fitting
 from dltricks.models import mlp
 from dltricks.train import fit
 
@@ -35,3 +37,13 @@ def resume_worker(rank: int, world_size: int, directory: str) -> None:
 
         dltricks.checkpoint.load_checkpoint = missing  # type: ignore[assignment]
     _run(directory, 2)
+
+
+def batch_norm_worker(rank: int, world_size: int) -> list[str]:
+    """The warnings ``fit``'s preparation gives a batch-norm model in several processes."""
+    model = torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 2))
+    x, y = torch.randn(16, 2), torch.arange(16) % 2
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fitting.prepare(model, TensorBatches(x, y, 4), torch.device("cpu"))
+    return [str(w.message) for w in caught]

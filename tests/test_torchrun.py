@@ -235,3 +235,13 @@ def test_the_gpu_chapter_ran_torchrun_and_found_one_process_s_weights(results):
     assert found["torchrun_max_diff"]["value"] <= TOLERANCE  # a number: the quick and full profiles run it
     assert found["torchrun_same_logs"]["value"] == "identical"
     assert found["torchrun_files"]["value"] == "checkpoints, history.json, model.pt"
+
+
+def test_batch_norm_in_several_processes_says_which_statistics_it_uses():
+    from _resume_worker import batch_norm_worker
+
+    for messages in launch(batch_norm_worker, 2, backend="gloo", timeout=120):
+        assert any("each rank normalizes with its own local batch's statistics" in m for m in messages), (
+            messages
+        )
+        assert any("rank 0's running statistics" in m and "SyncBatchNorm" in m for m in messages)
