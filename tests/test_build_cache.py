@@ -143,6 +143,21 @@ def test_cache_hits_on_prose_edits_and_misses_on_code_parameter_and_package_chan
     assert any(
         c.get("outputs") is not None and c.execution_count for c in restored.cells if c.cell_type == "code"
     )
+    # Hiding a cell (a display tag) re-renders from the cache, and the page shows the new tag.
+    text = md.read_text()
+    md.write_text(
+        text.replace("```{code-cell} ipython3\nNAME", "```{code-cell} ipython3\n:tags: [hide-input]\nNAME")
+    )
+    assert lookup(md, {"SEED": 3})
+    restored = nbformat.read(tmp_path / "restored.ipynb", as_version=4)
+    assert [c.metadata.get("tags") for c in restored.cells if c.cell_type == "code"][-1] == ["hide-input"]
+    md.write_text(
+        text.replace(
+            "```{code-cell} ipython3\nNAME", "```{code-cell} ipython3\n:tags: [raises-exception]\nNAME"
+        )
+    )
+    assert not lookup(md, {"SEED": 3})  # a tag that changes how the cell runs
+    md.write_text(text)
     assert not lookup(md, {"SEED": 4})  # another parameter value
     inputs = build_inputs.describe(md, {"SEED": 3}, env)
     inputs["package"] = dict(inputs["package"], **{"dltricks/book.py": "0" * 64})

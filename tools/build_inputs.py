@@ -149,8 +149,26 @@ def describe(md: Path, params: dict, env: dict, results: Path | None = None) -> 
     return inputs
 
 
+# Tags that only change how a cell is shown (Jupyter Book / myst-nb): the cell runs the same with or without
+# them, so hiding a set-up cell re-renders the page from the cache instead of executing the chapter again.
+DISPLAY_TAGS = frozenset(
+    f"{verb}-{part}"
+    for verb in ("hide", "remove")
+    for part in ("input", "output", "cell", "stderr", "stdout")
+)
+
+
+def execution_tags(tags) -> list[str]:
+    """The tags of a cell that can change what its execution does (``parameters``, ``raises-exception``,
+    nbval's ...), in their order: :data:`DISPLAY_TAGS` dropped."""
+    return [t for t in tags if t not in DISPLAY_TAGS]
+
+
 def open_cache(path: Path):
-    """A jupyter-cache at ``path`` that also hashes :data:`METADATA_KEY` and only cell tags."""
+    """A jupyter-cache at ``path`` that also hashes :data:`METADATA_KEY` and only the cell tags that matter
+    to execution (:func:`execution_tags`)."""
+    import copy
+
     from jupyter_cache.cache.main import JupyterCacheBase
 
     class BookCache(JupyterCacheBase):
@@ -158,6 +176,14 @@ def open_cache(path: Path):
             self, nb, nb_metadata=("kernelspec", METADATA_KEY), cell_metadata=("tags",)
         ):
             # papermill adds execution metadata to every cell it runs: hash only what the author wrote.
+            nb = copy.deepcopy(nb)
+            for cell in nb.cells:
+                if "tags" in cell.metadata:
+                    kept = execution_tags(cell.metadata["tags"])
+                    if kept:
+                        cell.metadata["tags"] = kept
+                    else:  # a cell whose only tags were display tags hashes as one without tags
+                        del cell.metadata["tags"]
             return super().create_hashed_notebook(nb, nb_metadata=nb_metadata, cell_metadata=cell_metadata)
 
     path.mkdir(parents=True, exist_ok=True)
@@ -170,7 +196,9 @@ def restore(cache, nb, out: Path, results_json: Path) -> bool:
     import nbformat
 
     try:
-        pk, merged = cache.merge_match_into_notebook(nb, nb_meta=None)
+        # The cells keep the current metadata (a display tag added since), with papermill's records of the
+        # run that made the outputs.
+        pk, merged = cache.merge_match_into_notebook(nb, nb_meta=None, cell_meta=("papermill", "execution"))
     except KeyError:
         return False
     bundle = cache.get_cache_bundle(pk)  # public API: the record, the notebook and the artifacts
