@@ -89,8 +89,10 @@ def shard(train: Iterable[Batch], rank: int, world: int) -> Iterable[Batch]:
             fail("train", f"a ShardedBatches for rank {rank} of {world}", (train.rank, train.world_size))
         return train
     if type(train) is TensorBatches:
-        order = {"shuffle": train.shuffle, "seed": train.seed, "drop_last": train.drop_last}
-        sharded = ShardedBatches(train.x, train.y, train.batch_size, rank=rank, world_size=world, **order)
+        sharded = ShardedBatches(
+            train.x, train.y, train.batch_size, rank=rank, world_size=world, shuffle=train.shuffle,
+            seed=train.seed, drop_last=train.drop_last,
+        )  # fmt: skip
         sharded.epoch, sharded._resume_at = train.epoch, train._resume_at  # a position loaded into it
         return sharded
     if isinstance(train, DataLoader) and isinstance(_sampler(train), DistributedSampler):
@@ -105,7 +107,8 @@ def shard(train: Iterable[Batch], rank: int, world: int) -> Iterable[Batch]:
 
 
 def _sampler(loader: DataLoader) -> Any:
-    return loader.batch_sampler.sampler if loader.batch_sampler is not None else loader.sampler
+    batches = loader.batch_sampler  # a DataLoader(batch_size=...) samples through a BatchSampler
+    return getattr(batches, "sampler", None) if batches is not None else loader.sampler
 
 
 def set_epoch(train: Iterable[Batch], epoch: int) -> None:

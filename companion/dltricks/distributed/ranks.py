@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime
 import os
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -78,7 +79,7 @@ def init_from_env(backend: str | None = None, timeout: float = 600.0) -> tuple[i
     if backend is None:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
     check_choice("backend", backend, BACKENDS)
-    kwargs = {}
+    kwargs: dict[str, Any] = {}
     if backend == "nccl":
         local = int(os.environ.get("LOCAL_RANK", "0"))
         if local >= torch.cuda.device_count():
