@@ -20,11 +20,13 @@ from dltricks.perf import (
     MixedPrecision,
     Timing,
     check_warmup,
+    default_amp_dtype,
     naive_times,
     pad_channels,
     pad_conv_in_channels,
     pad_linear,
     pad_to_multiple,
+    resolve_amp_dtype,
     throughput,
     time_call,
     time_cuda_events,
@@ -143,6 +145,45 @@ def test_a_padded_linear_layer_computes_the_same_outputs():
     assert not out[:, 30:].any()
 
 
+def test_the_padding_defaults_are_the_guides_multiples():
+    # 8 for FP16/BF16 matrix sizes and linear layers, 4 for an image's channels (the 3-to-4 case).
+    assert pad_to_multiple(1001) == 1008 and pad_to_multiple(9) == 16
+    assert pad_channels(torch.zeros(2, 5, 3, 3)).shape[1] == 8  # multiple=4: 5 -> 8, not 5 -> 16
+    assert pad_channels(torch.zeros(2, 3, 3, 3)).shape[1] == 4
+    assert pad_conv_in_channels(nn.Conv2d(5, 2, 1)).in_channels == 8
+    wide = pad_linear(nn.Linear(13, 30))
+    assert (wide.in_features, wide.out_features) == (16, 32)
+
+
+def test_padded_layers_keep_every_setting_of_the_original():
+    conv = nn.Conv2d(3, 6, (3, 5), stride=(2, 1), padding=(1, 2), dilation=(1, 2), bias=False,
+                     padding_mode="reflect", dtype=torch.float64)  # fmt: skip
+    new = pad_conv_in_channels(conv, multiple=8)
+    assert new.in_channels == 8 and new.out_channels == 6 and new.bias is None
+    assert (new.kernel_size, new.stride, new.padding, new.dilation) == ((3, 5), (2, 1), (1, 2), (1, 2))
+    assert new.padding_mode == "reflect" and new.weight.dtype == torch.float64
+    assert torch.equal(new.weight[:, :3], conv.weight) and not new.weight[:, 3:].any()
+    x = torch.randn(2, 3, 9, 9, dtype=torch.float64)
+    torch.testing.assert_close(new(pad_channels(x, 8)), conv(x), rtol=1e-13, atol=1e-13)
+    lin = pad_linear(nn.Linear(3, 5, bias=False, dtype=torch.float64), multiple=4)
+    assert lin.bias is None and lin.weight.dtype == torch.float64 and lin.weight.shape == (8, 4)
+    biased = nn.Linear(3, 5)
+    padded = pad_linear(biased, multiple=4)
+    assert torch.equal(padded.bias[:5], biased.bias) and not padded.bias[5:].any()
+    assert torch.equal(padded.weight[:5, :3], biased.weight) and not padded.weight[5:].any()
+    assert not padded.weight[:, 3:].any()
+
+
+def test_pad_channels_keeps_dtype_and_the_layout_of_non_image_tensors():
+    x = torch.arange(6, dtype=torch.int64).reshape(2, 3)  # (N, C) features: padded to 4 columns
+    out = pad_channels(x)
+    assert out.dtype == torch.int64 and out.tolist() == [[0, 1, 2, 0], [3, 4, 5, 0]]
+    x5 = torch.randn(2, 3, 4, 4, 4)
+    assert pad_channels(x5).shape == (2, 4, 4, 4, 4)
+    plain = pad_channels(torch.randn(2, 3, 4, 4))
+    assert plain.is_contiguous()  # a contiguous (NCHW) input stays NCHW
+
+
 # ---- mixed precision -----------------------------------------------------------------------------------
 
 
@@ -257,6 +298,82 @@ def test_autocast_keeps_only_its_float32_list_in_float32_on_the_cpu():
         assert torch.log_softmax(logits.float(), 1).dtype == torch.float32
 
 
+def test_amp_dtypes_by_name_or_dtype_and_the_default_per_device(monkeypatch):
+    assert resolve_amp_dtype() is torch.bfloat16  # the default
+    assert resolve_amp_dtype("float16") is torch.float16 and resolve_amp_dtype(torch.float16) is torch.float16
+    assert resolve_amp_dtype(torch.bfloat16) is torch.bfloat16
+    assert default_amp_dtype() is torch.bfloat16 and default_amp_dtype(torch.device("cpu")) is torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)  # a Volta or Turing GPU
+    assert default_amp_dtype("cuda") is torch.float16 and default_amp_dtype("cpu") is torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert default_amp_dtype("cuda:0") is torch.bfloat16
+
+
+def test_mixed_precision_settings_and_a_disabled_step_in_float32():
+    amp = MixedPrecision()
+    assert (amp.dtype, amp.device_type, amp.enabled) == (torch.bfloat16, "cpu", True)
+    assert MixedPrecision(device=torch.device("cpu")).device_type == "cpu"
+    assert not MixedPrecision("float16", enabled=False).scaler.is_enabled()  # off: no scaling either
+    x = torch.randn(4, 20)
+    lin = nn.Linear(20, 4)
+    with amp.autocast():
+        assert lin(x).dtype == torch.bfloat16
+    with MixedPrecision(enabled=False).autocast():
+        assert lin(x).dtype == torch.float32
+    model, x, y = _problem()
+    ref = copy.deepcopy(model)
+    off = MixedPrecision(enabled=False)
+    loss = off.step(model, torch.optim.SGD(model.parameters(), lr=0.1), x, y)
+    ref_opt = torch.optim.SGD(ref.parameters(), lr=0.1)
+    ref_loss = nn.functional.cross_entropy(ref(x), y)
+    ref_loss.backward()
+    ref_opt.step()
+    assert loss.dtype == torch.float32 and loss.ndim == 0 and not loss.requires_grad
+    assert loss.item() == ref_loss.item()  # a float32 step: exactly the plain one
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), ref.parameters()))
+    mse = off.step(model, torch.optim.SGD(model.parameters(), lr=0.1), x, torch.zeros(256, 4),
+                   loss_fn=nn.functional.mse_loss)  # fmt: skip
+    assert mse.item() == pytest.approx(nn.functional.mse_loss(model(x), torch.zeros(256, 4)).item(), rel=0.5)
+
+
+def test_float16_scales_the_loss_and_a_finite_step_keeps_the_scale():
+    model, x, y = _problem()
+    amp = MixedPrecision("float16", device="cpu")
+    scale = amp.scaler.get_scale()
+    assert scale == 65536.0  # GradScaler's default init_scale
+    seen = []
+    amp.step(model, torch.optim.SGD(model.parameters(), lr=0.1), x[:8], y[:8],
+             before_step=lambda: seen.append(model[0].weight.grad.abs().max().item()))  # fmt: skip
+    ref = _problem()[0]
+    nn.functional.cross_entropy(ref(x[:8]), y[:8]).backward()
+    assert seen[0] == pytest.approx(ref[0].weight.grad.abs().max().item(), rel=0.05)  # unscaled
+    assert amp.scaler.get_scale() == scale and not amp.last_skipped
+
+
+def test_autocast_model_without_parameters_and_with_non_tensor_outputs():
+    class Pair(nn.Module):
+        def forward(self, x):
+            return {"sum": x.sum(), "x": x}
+
+    wrapped = AutocastModel(nn.Identity())
+    x = torch.randn(3, 2)
+    assert torch.equal(wrapped(x), x) and wrapped(x).dtype == torch.float32
+    assert AutocastModel(nn.Linear(2, 2), dtype=torch.bfloat16).module.in_features == 2
+    out = AutocastModel(Pair())(x)
+    assert isinstance(out, dict) and out["x"] is x  # not a tensor: returned as it is
+    assert list(AutocastModel(nn.Linear(2, 3)).state_dict()) == ["module.weight", "module.bias"]
+
+
+def test_channels_last_converts_several_inputs_and_returns_the_model_first():
+    model = nn.Conv2d(2, 2, 1)
+    a, b = torch.randn(1, 2, 3, 3), torch.randn(2, 2, 4, 4)
+    out = to_channels_last(model, a, b)
+    assert len(out) == 3 and out[0] is model
+    assert all(t.is_contiguous(memory_format=torch.channels_last) for t in out[1:])
+    assert torch.equal(out[1], a) and torch.equal(out[2], b)
+    assert to_channels_last(model) == (model,)
+
+
 def test_autocast_model_trains_in_fit_with_bfloat16():
     model, x, y = _problem()
     wrapped = AutocastModel(copy.deepcopy(model))
@@ -360,6 +477,14 @@ BAD_INPUTS = [
     (lambda: pad_linear(nn.Linear(2, 2), multiple=0), ValueError, r"`multiple` must be an integer >= 1"),
     (lambda: MixedPrecision("float32"), ValueError, r"`dtype` must be 'bfloat16'.*='float32'"),
     (lambda: MixedPrecision(device="mps"), ValueError, r"`device` must be a CPU or CUDA.*='mps'"),
+    (lambda: MixedPrecision(device=3), TypeError, r"`device` must be a device name or torch.device.*=3"),
+    (lambda: resolve_amp_dtype(torch.float32), ValueError, r"`dtype` must be 'bfloat16', 'float16', torch"),
+    (lambda: default_amp_dtype(0), TypeError, r"`device` must be a device name or torch.device. Received"),
+    (lambda: MixedPrecision().step("m", torch.optim.SGD(LIN.parameters()), X2, Y4), TypeError,
+     r"`model` must be a torch.nn.Module. Received: model='m'"),
+    (lambda: MixedPrecision().step(LIN, "opt", X2, Y4), TypeError, r"`optimizer` must be a torch.optim"),
+    (lambda: to_channels_last("m"), TypeError, r"`model` must be a torch.nn.Module. Received: model='m'"),
+    (lambda: to_channels_last(LIN, torch.zeros(1, 1, 1, 1), 3), TypeError, r"`inputs\[1\]` must be a torch"),
     (lambda: MixedPrecision().step(LIN, torch.optim.SGD(LIN.parameters()), X2, Y4, before_step=1), TypeError,
      r"`before_step` must be None or a callable"),
     (lambda: AutocastModel(nn.Linear(2, 2), dtype="float16"), ValueError, r"`dtype` must be bfloat16 here"),
