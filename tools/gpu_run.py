@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures as cf
 import datetime
+import importlib.util
 import json
 import os
 import platform
@@ -214,6 +215,8 @@ def claims(name: str, base: Path, timeout: float) -> str:
         return "none"
     if not (base / "results" / f"{name}.json").exists():
         return "not run (no results)"
+    if importlib.util.find_spec("pytest") is None:
+        return "not run: no pytest here (pack it with device-prep.sh pytest)"
     cmd = [
         sys.executable,
         "-m",
