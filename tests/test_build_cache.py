@@ -121,11 +121,12 @@ def _workspace(folder: Path):
 
 
 @pytest.mark.book
-def test_cache_hits_on_prose_edits_and_misses_on_code_parameter_and_package_changes(tmp_path):
+def test_cache_hits_on_prose_edits_and_misses_on_code_parameter_and_package_changes(tmp_path, capfd):
     results, cache, env = _workspace(tmp_path)
     md = write_chapter(tmp_path, "tiny")
     plan = _plan(tmp_path, md, {"SEED": 3}, env, results)
     assert build_book.run_chapters([plan], 1, cache, results) == []
+    assert "IPKernelApp" not in capfd.readouterr().err  # the kernel's start-up notice is not build output
     recorded = json.loads((results / "tiny.json").read_text())
     assert recorded["build"]["source"] == "executed" and recorded["threads"] == 1
     (results / "tiny.json").unlink()

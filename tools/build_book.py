@@ -166,6 +166,9 @@ def _run_papermill(source: Path, out: Path, cwd: Path, env_extra: dict, label: s
             # papermill fails a cell whose output arrives more than iopub_timeout after its reply (nbclient's
             # default, 4 s, is exceeded on a loaded 2-core machine: seen with a load average of 20).
             iopub_timeout=120,
+            # The kernel's own start-up notice (TCP without encryption, for a kernel on this machine) is not
+            # the chapter's: keep the build's output to the chapters' progress and real errors.
+            extra_arguments=["--IPKernelApp.log_level=ERROR"],
         )
     finally:
         state["done"] = True
