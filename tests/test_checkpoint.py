@@ -344,6 +344,18 @@ def test_resume_refuses_a_directory_whose_every_checkpoint_is_bad(tmp_path):
     assert not list(tmp_path.glob("*.corrupt"))
 
 
+def test_resume_from_a_missing_checkpoint_file_is_refused(tmp_path):
+    # Before: a .pt path that does not exist (a typo, a deleted file) was taken for an empty directory and
+    # the run silently started from step 0.
+    missing = tmp_path / "ckpt-000000010.pt"
+    model = mlp(2, (8,), 3)
+    x, y = blobs(40, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(CheckpointError, match=rf"cannot resume from {missing}: no such checkpoint file"):
+        fit(model, TensorBatches(x, y, 8), opt, epochs=1, progress=False, resume_from=missing)
+    assert not missing.exists()
+
+
 def test_resume_from_an_empty_or_missing_directory_starts_afresh(reference, tmp_path):
     model, history = run(tmp_path / "new")  # the one command line that both starts and restarts a run
     assert_same(model, reference[0])

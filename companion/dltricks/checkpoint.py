@@ -67,11 +67,17 @@ def resume(state: TrainState, source: str | os.PathLike[str]) -> Path | None:
         The checkpoint resumed from, or ``None``.
 
     Raises:
-        CheckpointError: for a bad file given directly; for a directory whose every checkpoint is bad (each
-            file is named with its fault, and none is renamed); for a checkpoint that does not fit ``state``
-            (another model, optimizer, loader, or other stateful callbacks).
+        CheckpointError: for a bad or missing file given directly (a ``.pt`` path); for a directory whose
+            every checkpoint is bad (each file is named with its fault, and none is renamed); for a
+            checkpoint that does not fit ``state`` (another model, optimizer, loader, or other stateful
+            callbacks).
     """
     source = Path(check_type("source", source, PATHLIKE, "a checkpoint directory or file"))
+    if source.suffix == ".pt" and not source.exists():  # a file was asked for: starting afresh ignores it
+        raise CheckpointError(
+            f"cannot resume from {source}: no such checkpoint file. Name an existing file, or a directory "
+            "(an empty or missing one starts afresh)"
+        )
     if source.is_file():
         found: tuple[Path, dict[str, Any]] | None = (source, load_checkpoint(source))
     else:
