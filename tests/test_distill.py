@@ -265,3 +265,47 @@ def test_keras_default_string_loss_is_either_fixed_or_the_known_logit_kl():
         logit_kl,
         fixed,
     )
+
+
+# --- precision: labels stay exact, losses stay float32 (issue 25) ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("dtype", "label"),
+    [(torch.bfloat16, 257), (torch.bfloat16, 999), (torch.float16, 2049), (torch.float32, 2**24 + 1)],
+)
+def test_packed_labels_stay_exact_whatever_the_teachers_dtype(dtype, label):
+    y = torch.tensor([label, 3, label - 1])
+    v = logits(30, batch=3, classes=4).to(dtype)
+    packed = distill.pack_targets(y, v)
+    labels, teacher = distill.unpack_targets(packed)
+    assert torch.equal(labels, y)
+    assert packed.dtype in (torch.float32, torch.float64)
+    torch.testing.assert_close(teacher, v.to(teacher.dtype), rtol=0, atol=0)  # the logits are not altered
+
+
+def test_labels_beyond_float64_are_refused():
+    with pytest.raises(ValueError, match=r"`labels` must be .*2\*\*53"):
+        distill.pack_targets(torch.tensor([2**53 + 2, 0]), logits(0, batch=2, classes=3))
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0])
+def test_the_loss_is_float32_under_bfloat16_autocast_on_the_cpu(alpha):
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(16, 50)
+    x = torch.randn(64, 16)
+    y = torch.randint(0, 50, (64,))
+    v = 5 * torch.randn(64, 50)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        z = layer(x)
+        assert z.dtype == torch.bfloat16  # the case in question: autocast gives bfloat16 logits
+        got = distill.DistillationLoss(4.0, alpha)(z, distill.pack_targets(y, v))
+        soft = distill.distillation_loss(z, v.bfloat16(), 4.0)
+    z64 = z.double()
+    reference = alpha * distill.distillation_loss(z64, v.double(), 4.0) + (1 - alpha) * F.cross_entropy(
+        z64, y
+    )
+    assert got.dtype == torch.float32 and soft.dtype == torch.float32
+    assert got.item() == pytest.approx(reference.item(), rel=1e-5)
+    ref_soft = distill.distillation_loss(z64, v.bfloat16().double(), 4.0)
+    assert soft.item() == pytest.approx(ref_soft.item(), rel=1e-5)

@@ -60,6 +60,16 @@ def _check_logits(name: str, logits: torch.Tensor) -> torch.Tensor:
     return logits
 
 
+def _upcast(logits: torch.Tensor) -> torch.Tensor:
+    """``logits`` in float32 at least: bfloat16 keeps 8 bits of mantissa, too few for a log-softmax."""
+    return logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+
+
+def _no_autocast(x: torch.Tensor) -> torch.autocast:
+    """A context that turns autocast off on ``x``'s device, so float32 inputs stay float32 inside."""
+    return torch.autocast(x.device.type, enabled=False)
+
+
 def soft_targets(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """The softmax of ``logits / temperature`` (Hinton et al. 2015, eq. 1).
 
@@ -93,6 +103,9 @@ def distillation_loss(
         teacher_logits: same shape; treated as constants.
         temperature: ``T > 0`` (default 4).
 
+    Half-precision logits (float16, bfloat16) are upcast and autocast is turned off inside, so the
+    log-softmax and the loss are computed, and returned, in float32 (float64 logits stay float64).
+
     Returns:
         A scalar tensor; zero when the two sets of logits are equal up to a constant per row.
 
@@ -105,25 +118,42 @@ def distillation_loss(
     if student_logits.shape != teacher_logits.shape:
         fail("teacher_logits", f"of the student's shape {tuple(student_logits.shape)}",
              f"tensor of shape {tuple(teacher_logits.shape)}")  # fmt: skip
-    log_q = F.log_softmax(student_logits / t, dim=1)
-    log_p = F.log_softmax(teacher_logits.detach() / t, dim=1)
-    # T^2: the gradient of the KL term scales as 1/T (eq. 2); this restores its size (sec. 2, last paragraph).
-    return F.kl_div(log_q, log_p, reduction="batchmean", log_target=True) * t**2
+    z, v = _upcast(student_logits), _upcast(teacher_logits.detach())
+    with _no_autocast(z):  # the loss stays float32 under autocast, as dltricks.perf.amp promises
+        log_q = F.log_softmax(z / t, dim=1)
+        log_p = F.log_softmax(v / t, dim=1)
+        # T^2: the gradient of the KL term scales as 1/T (eq. 2); this restores its size (sec. 2, end).
+        return F.kl_div(log_q, log_p, reduction="batchmean", log_target=True) * t**2
 
 
 def pack_targets(labels: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
     """One target tensor ``[label, teacher logits...]`` of shape ``(n, 1 + classes)``, for ``fit``'s batches.
 
+    The labels must come back exact (:func:`unpack_targets`), so the packed tensor is never of a low
+    precision: float32 when the teacher's logits are float16, bfloat16 or float32 and every label is at
+    most ``2**24`` in magnitude, float64 otherwise (bfloat16 alone would turn label 257 into 256).
+
+    Returns:
+        ``(n, 1 + classes)``, of dtype float32 or float64 (the teacher's logits converted to it).
+
     Raises:
-        ValueError: if ``labels`` is not 1-D integer or the lengths differ.
+        TypeError: if ``labels`` is not a tensor.
+        ValueError: if ``labels`` is not 1-D integer, the lengths differ, or a label exceeds ``2**53``.
     """
     check_type("labels", labels, torch.Tensor, "a torch.Tensor of integer labels")
     _check_logits("teacher_logits", teacher_logits)
     if labels.ndim != 1 or labels.is_floating_point() or labels.shape[0] != teacher_logits.shape[0]:
         fail("labels", f"a 1-D integer tensor of length {teacher_logits.shape[0]}",
              f"tensor of shape {tuple(labels.shape)} and dtype {labels.dtype}")  # fmt: skip
-    # Labels below 2**24 are exact in float32.
-    return torch.cat([labels.to(teacher_logits.dtype)[:, None], teacher_logits.detach()], dim=1)
+    # A float of p mantissa bits holds every integer up to 2**p exactly (bfloat16: 2**8 = 256; float16:
+    # 2**11; float32: 2**24; float64: 2**53): the packed tensor is at least float32, float64 past 2**24.
+    largest = int(labels.abs().max()) if labels.numel() else 0
+    dtype = torch.promote_types(teacher_logits.dtype, torch.float32)
+    if largest > 2**24:
+        dtype = torch.float64
+    if largest > 2**53:
+        fail("labels", "integers of magnitude at most 2**53 (exact in float64)", largest)
+    return torch.cat([labels.to(dtype)[:, None], teacher_logits.detach().to(dtype)], dim=1)
 
 
 def unpack_targets(target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -158,11 +188,13 @@ class DistillationLoss:
         self.alpha = check_float("alpha", alpha, minimum=0.0, maximum=1.0)
 
     def __call__(self, student_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        if target.ndim == 1:
-            return F.cross_entropy(student_logits, target)
-        labels, teacher = unpack_targets(target)
-        soft = distillation_loss(student_logits, teacher, self.temperature) if self.alpha > 0 else 0.0
-        hard = F.cross_entropy(student_logits, labels) if self.alpha < 1 else 0.0
+        z = _upcast(student_logits)  # float32 at least, autocast off: losses stay float32 (dltricks.perf.amp)
+        with _no_autocast(z):
+            if target.ndim == 1:
+                return F.cross_entropy(z, target)
+            labels, teacher = unpack_targets(target)
+            soft = distillation_loss(z, teacher, self.temperature) if self.alpha > 0 else 0.0
+            hard = F.cross_entropy(z, labels) if self.alpha < 1 else 0.0
         loss = self.alpha * soft + (1 - self.alpha) * hard
         assert isinstance(loss, torch.Tensor)  # at least one term is a tensor: alpha is in [0, 1]
         return loss
