@@ -42,3 +42,14 @@ def test_a_named_device_that_is_missing_is_refused(monkeypatch):
 def test_bad_devices_are_rejected_naming_the_argument(device, error, pattern):
     with pytest.raises(error, match=pattern):
         resolve_device(device)
+
+
+def test_a_gpu_index_beyond_the_visible_ones_is_refused(monkeypatch):
+    # Before: resolve_device("cuda:3") on a one-GPU machine returned cuda:3 and the run failed later, at the
+    # first tensor moved there, with torch's "invalid device ordinal".
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert resolve_device("cuda:0") == torch.device("cuda:0")
+    assert resolve_device("cuda") == torch.device("cuda")
+    with pytest.raises(ValueError, match=r"a visible GPU, cuda:0 to cuda:0. Received: device='cuda:3'"):
+        resolve_device("cuda:3")

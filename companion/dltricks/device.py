@@ -21,7 +21,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         device: ``"auto"`` (default), ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` or a ``torch.device``.
 
     Raises:
-        ValueError: for an unknown name, or a device that is not available here.
+        ValueError: for an unknown name, or a device that is not available here (a GPU index included).
     """
     if isinstance(device, torch.device):
         return device
@@ -36,6 +36,12 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         raise ValueError(
             f"`device` must name an available device; no CUDA GPU is visible. Received: device={device!r}"
         )
+    if base == "cuda" and torch.device(device).index is not None:
+        count = torch.cuda.device_count()
+        if torch.device(device).index >= count:  # torch would fail only at the first tensor moved there
+            raise ValueError(
+                f"`device` must name a visible GPU, cuda:0 to cuda:{count - 1}. Received: device={device!r}"
+            )
     if base == "mps" and not torch.backends.mps.is_available():
         raise ValueError(
             f"`device` must name an available device; MPS is not available. Received: device={device!r}"
