@@ -86,10 +86,10 @@ def test_frozen_batchnorm_stays_in_eval_mode_and_unfreezing_releases_it():
     x, _ = data()
     model(x)
     assert not model[2].training  # put back into evaluation mode at the call
-    unfreeze(model, names="2")
+    unfreeze(model, names="2", train_batchnorm_stats=True)
     assert not is_frozen_batchnorm(model[2])
+    assert model[2].training  # the flag agrees with the module at once, not at the next model.train()
     mean = model[2].running_mean.clone()
-    model.train()
     model(x + 3)
     assert model[2].training and not torch.equal(mean, model[2].running_mean)
 
@@ -290,3 +290,135 @@ def test_frozen_batchnorm_behaves_as_in_keras(keras):
     np.testing.assert_allclose(t_out, k_out, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(t_out, x / np.sqrt(1 + 1e-5), rtol=1e-5, atol=1e-5)  # running stats 0 and 1
     np.testing.assert_array_equal(np.asarray(kbn.moving_mean), tbn.running_mean.numpy())  # neither moved
+
+
+# --- issue 25: modes, optimizer groups, the cut's parameters ----------------------------------------------
+
+
+def test_unfreeze_keeps_batchnorm_in_inference_mode_by_default_as_keras_advises():
+    """keras.io/guides/transfer_learning: keep BatchNormalization in inference mode when fine-tuning."""
+    model = bn_mlp()
+    freeze(model, depth=2)
+    assert not model[2].training  # frozen: inference mode at once, before any forward
+    unfreeze(model, depth=2)
+    assert model[1].weight.requires_grad and model[2].weight.requires_grad  # gamma and beta train
+    assert is_frozen_batchnorm(model[2]) and not model[2].training
+    mean = model[2].running_mean.clone()
+    model.train()
+    model(data()[0] + 3)
+    assert torch.equal(mean, model[2].running_mean)  # the statistics did not move
+    model.eval()
+    unfreeze(model, depth=2, train_batchnorm_stats=True)
+    assert not model[2].training and not is_frozen_batchnorm(model[2])  # the caller's mode: eval
+
+
+def test_depth_counts_layers_with_buffers_so_an_affine_free_batchnorm_is_frozen_too():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(12, 8), nn.BatchNorm1d(8, affine=False), nn.Linear(8, 8), nn.Linear(8, 3))
+    assert freeze(model, depth=3) == ["0", "1", "2"]
+    mean = model[1].running_mean.clone()
+    model.train()
+    model(data()[0] + 3)
+    assert torch.equal(mean, model[1].running_mean)
+
+
+class Token(nn.Module):
+    """Parameters on the root (a class token), and a head tied to the embedding."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cls = nn.Parameter(torch.zeros(1, 4))
+        self.embed = nn.Linear(4, 4, bias=False)
+        self.mid = nn.Linear(4, 4)
+        self.head = nn.Linear(4, 4, bias=False)
+        self.head.weight = self.embed.weight  # tied
+
+    def forward(self, x):
+        return self.head(self.mid(self.embed(x + self.cls)))
+
+
+def test_param_groups_hold_every_trainable_parameter_exactly_once_and_name_them():
+    model = Token()
+    groups = param_groups(model, {"embed": 1e-3}, lr=1e-2)
+    held = [p for g in groups for p in g["params"]]
+    assert len(held) == len({id(p) for p in held}) == len(list(model.parameters()))
+    assert [(g["name"], g["param_names"], g["lr"]) for g in groups] == [
+        ("", ["cls"], 1e-2),
+        ("embed", ["embed.weight"], 1e-3),
+        ("mid", ["mid.weight", "mid.bias"], 1e-2),
+    ]
+    opt = torch.optim.SGD(groups, lr=1e-2)  # torch accepts it: no parameter in two groups
+    model(torch.randn(2, 4)).sum().backward()
+    before = model.cls.detach().clone()
+    opt.step()
+    assert not torch.equal(before, model.cls)  # the class token moves
+
+
+def test_unfreeze_with_the_optimizer_adds_the_new_parameters_as_a_group():
+    model = bn_mlp()
+    freeze(model, depth=2)
+    opt = torch.optim.SGD(param_groups(model, {}, lr=0.1), lr=0.1)
+    assert unfreeze(model, depth=2, optimizer=opt, lr=0.01) == ["1", "2"]
+    last = opt.param_groups[-1]
+    assert last["name"] == "unfrozen" and last["lr"] == 0.01
+    assert last["param_names"] == ["1.weight", "1.bias", "2.weight", "2.bias"]
+    before = model[1].weight.detach().clone()
+    x, y = data()
+    opt.zero_grad()
+    nn.functional.cross_entropy(model(x), y).backward()
+    opt.step()
+    assert not torch.equal(before, model[1].weight)
+    unfreeze(model, depth=2, optimizer=opt)  # nothing new: no empty or duplicate group
+    assert len(opt.param_groups) == 3  # the layers 4 and 6, and the unfrozen ones
+
+
+def test_unfreeze_after_the_optimizer_warns_naming_the_parameters_that_would_stay_put():
+    model = bn_mlp()
+    freeze(model, depth=1)
+    opt = torch.optim.SGD(trainable_parameters(model), lr=0.1)
+    unfreeze(model, depth=1)
+    x, y = data()
+    nn.functional.cross_entropy(model(x), y).backward()
+    with pytest.warns(UserWarning, match=r"\['1.weight', '1.bias'\] trainable.*optimizer="):
+        opt.step()
+    other = bn_mlp()
+    freeze(other, depth=1)
+    unfreeze(other, depth=1)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        torch.optim.SGD(other.parameters(), lr=0.1).step()  # built after unfreezing: no warning
+
+
+def test_embed_and_teacher_logits_restore_every_submodules_mode():
+    from dltricks.distill import teacher_logits
+
+    model = bn_mlp().eval()
+    cut = FeatureExtractor(model, "5")
+    x, _ = data()
+    embed(cut, x)
+    assert not any(m.training for m in model.modules())  # stayed in evaluation mode
+    model.train()
+    model[2].eval()  # a mixed state: one layer in eval mode
+    embed(cut, x)
+    teacher_logits(model, x)
+    assert [m.training for m in model.modules()] == [True, True, True, False, True, True, True, True]
+
+
+def test_a_hooked_cut_holds_only_the_layers_below_it_and_each_gets_a_gradient():
+    torch.manual_seed(0)
+    model = Nested()
+    x = torch.randn(5, 1, 8, 8)
+    cut = FeatureExtractor(model, "features.1", example=x)
+    below = sum(p.numel() for p in model.features[0].parameters())
+    assert sum(p.numel() for p in cut.parameters()) == below
+    cut(x).sum().backward()
+    assert all(p.grad is not None for p in cut.parameters())
+    lazy = FeatureExtractor(Nested(), "features.2")
+    assert list(lazy.parameters()) == []  # known after the first call
+    lazy(x)
+    assert (
+        sum(p.numel() for p in lazy.parameters())
+        == 2 * below + sum(p.numel() for p in lazy.body.features[2].parameters()) - below
+    )

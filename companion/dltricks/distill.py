@@ -35,6 +35,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from dltricks._checks import check_float, check_int, check_type, fail
+from dltricks._modes import eval_mode
 
 __all__ = [
     "DistillationLoss",
@@ -228,12 +229,8 @@ def teacher_logits(
     batch_size = check_int("batch_size", batch_size, minimum=1)
     params = next(teacher.parameters(), None)
     dev = torch.device(device) if device is not None else (params.device if params is not None else x.device)
-    was_training = teacher.training
-    teacher.eval()  # dropout off: the teacher's targets are its deterministic predictions
-    try:
+    with eval_mode(teacher):  # dropout off; afterwards every submodule has its own mode back
         out = [teacher(x[i : i + batch_size].to(dev)).to(x.device) for i in range(0, x.shape[0], batch_size)]
-    finally:
-        teacher.train(was_training)
     return torch.cat(out)
 
 

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from dltricks._checks import check_int, check_type, fail
+from dltricks._modes import eval_mode
 
 
 class _Stop(Exception):
@@ -30,50 +31,100 @@ class FeatureExtractor(nn.Module):
     The weights are shared with ``model`` (no copy): freeze them or copy the model first if it must not
     change.
 
+    Only the layers below the cut are the extractor's parameters (so trainable counts, gradient memory and
+    DDP's unused-parameter check see the real network). For a non-``Sequential`` model which layers run
+    below the cut is known only by running it: pass ``example`` (a small input batch, run once in
+    evaluation mode without gradients) or call the extractor once before building an optimizer; until
+    then ``parameters()`` is empty (an optimizer refuses an empty list, so this cannot pass unnoticed).
+    Moving the extractor (``.to(device)``) moves the whole model.
+
     Args:
         model: the trained network.
         layer: a name from ``model.named_modules()`` (``"3"``, ``"features.2"``).
         flatten: flatten the output to ``(N, features)`` (default ``True``).
+        example: optional input batch that finds the layers below the cut at once (non-``Sequential`` cuts).
 
     Raises:
-        TypeError: if ``model`` is not a module or ``layer`` not a string.
+        TypeError: if ``model`` is not a module, ``layer`` not a string or ``example`` not a tensor.
         ValueError: if ``layer`` is not the name of a submodule of ``model``.
     """
 
-    def __init__(self, model: nn.Module, layer: str, *, flatten: bool = True) -> None:
+    def __init__(
+        self, model: nn.Module, layer: str, *, flatten: bool = True, example: torch.Tensor | None = None
+    ) -> None:
         super().__init__()
         check_type("model", model, nn.Module, "a torch.nn.Module")
         check_type("layer", layer, str, "a string (a submodule's name)")
+        if example is not None:
+            check_type("example", example, torch.Tensor, "a torch.Tensor (an input batch) or None")
         modules = dict(model.named_modules())
         names = [n for n, _ in model.named_children()]
         if layer == "" or layer not in modules:
             fail("layer", f"the name of a submodule of `model` (its children: {names})", layer)
         self.layer, self.flatten = layer, bool(flatten)
+        self.training = model.training  # the caller's mode, not nn.Module's default
         if isinstance(model, nn.Sequential) and layer in names:
             self.body: nn.Module = model[: names.index(layer) + 1]
             self._target: nn.Module | None = None
-        else:
-            self.body, self._target = model, modules[layer]
+            return
+        # Held outside the parameter tree: only what runs below the cut is registered (see `_adopt`).
+        object.__setattr__(self, "body", model)
+        object.__setattr__(self, "_target", modules[layer])
+        self.used = nn.ModuleList()  # the stateful leaf modules that ran below the cut
+        self.shared = nn.ParameterList()  # direct parameters of non-leaf modules that ran (a class token)
+        self._traced = False
+        if example is not None:
+            with torch.no_grad(), eval_mode(model):  # no running statistics move for the trace
+                self(example)
+
+    def _adopt(self, ran: list[nn.Module]) -> None:
+        """Register what the first call ran: leaves that hold state, and other modules' own parameters."""
+        seen: set[int] = set()
+        for m in ran:
+            if id(m) in seen:
+                continue
+            seen.add(id(m))
+            if not any(True for _ in m.children()):
+                if any(True for _ in m.parameters()) or any(True for _ in m.buffers()):
+                    self.used.append(m)
+            else:
+                for p in m.parameters(recurse=False):
+                    self.shared.append(p)
+        self._traced = True
+
+    def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
+        if self._target is not None:  # the whole model moves; what is registered lies inside it
+            self.body._apply(fn, recurse)
+            return self
+        return super()._apply(fn, recurse)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._target is None:
             out = self.body(x)
         else:
             store: list[torch.Tensor] = []
+            ran: list[nn.Module] = []
 
             def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
                 store.append(output)
                 raise _Stop
 
-            handle = self._target.register_forward_hook(hook)
+            handles = [self._target.register_forward_hook(hook)]
+            if not self._traced:
+                handles += [
+                    m.register_forward_pre_hook(lambda m, a: ran.append(m)) for m in self.body.modules()
+                ]
             try:
                 self.body(x)
             except _Stop:
                 pass
             finally:
-                handle.remove()
+                for handle in handles:
+                    handle.remove()
             if not store:
                 raise RuntimeError(f"layer {self.layer!r} was not called by the model's forward")
+            if not self._traced:
+                self._adopt(ran)
             out = store[0]
         return out.flatten(1) if self.flatten else out
 
@@ -82,6 +133,8 @@ class FeatureExtractor(nn.Module):
 def embed(extractor: nn.Module, x: torch.Tensor, *, batch_size: int = 1024) -> torch.Tensor:
     """Embeddings of ``x`` in evaluation mode, computed in batches: ``(N, ...) -> (N, D)`` on ``x``'s device.
 
+    Every submodule's own train/eval mode is restored afterwards (an eval-mode model stays in eval mode).
+
     Raises:
         TypeError: if ``extractor`` is not a module or ``x`` not a tensor.
         ValueError: if ``batch_size < 1``.
@@ -89,12 +142,8 @@ def embed(extractor: nn.Module, x: torch.Tensor, *, batch_size: int = 1024) -> t
     check_type("extractor", extractor, nn.Module, "a torch.nn.Module")
     check_type("x", x, torch.Tensor, "a torch.Tensor")
     batch_size = check_int("batch_size", batch_size, minimum=1)
-    was_training = extractor.training
-    extractor.eval()
-    try:
+    with eval_mode(extractor):  # each submodule gets its own mode back, not the extractor's flag
         return torch.cat([extractor(x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)])
-    finally:
-        extractor.train(was_training)
 
 
 def replace_head(

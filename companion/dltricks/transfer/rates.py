@@ -60,34 +60,45 @@ def param_groups(
     """Parameter groups for ``torch.optim``: one per child of ``model``, each with its own ``lr``.
 
     Children named in ``rates`` get that rate; every other child (the new head, typically) gets the base
-    rate ``lr``. Each group also carries its child's ``name``, so the groups can be read back (and tested).
+    rate ``lr``. Every parameter of ``model`` is in exactly one group: those registered on ``model``
+    itself (a class token, a position embedding) form the group named ``""`` (rate ``rates[""]`` or
+    ``lr``), and a tied (shared) weight goes to the first child that holds it, in the order of
+    ``model.named_parameters()``. Each group carries its child's ``name`` and the ``param_names`` of its
+    parameters (as ``model.named_parameters()`` spells them), so a reader can see where each one went.
 
     Args:
         model: the network; its direct children are the layers.
-        rates: ``{child name: learning rate}``, e.g. from :func:`discriminative_rates`.
+        rates: ``{child name: learning rate}``, e.g. from :func:`discriminative_rates`; ``""`` is the
+            root's own parameters.
         lr: the base rate for the children not named in ``rates``, > 0.
         trainable_only: leave out parameters with ``requires_grad=False`` (frozen ones), so the optimizer
             holds no state for them; default ``True``.
 
     Returns:
-        A list of ``{"params": [...], "lr": float, "name": str}``, children without (trainable) parameters
-        left out.
+        A list of ``{"params": [...], "param_names": [...], "lr": float, "name": str}``, the root's group
+        first, children without (trainable) parameters left out.
 
     Raises:
         TypeError: if ``model`` is not a module or ``rates`` not a mapping.
-        ValueError: if a name in ``rates`` is not a child of ``model`` or a rate is not positive.
+        ValueError: if a name in ``rates`` is not a child of ``model`` (or ``""``) or a rate is not positive.
     """
     check_type("model", model, nn.Module, "a torch.nn.Module")
     check_type("rates", rates, Mapping, "a mapping from child names to learning rates")
     lr = check_float("lr", lr, minimum=0.0, min_inclusive=False)
     children = dict(model.named_children())
     for name, rate in rates.items():
-        if name not in children:
-            fail("rates", f"keyed by names of children of `model` ({list(children)})", name)
+        if name not in children and name != "":
+            fail("rates", f"keyed by names of children of `model` ({list(children)}) or ''", name)
         check_float(f"rates[{name!r}]", rate, minimum=0.0, min_inclusive=False)
-    groups = []
-    for name, child in children.items():
-        params = [p for p in child.parameters() if p.requires_grad or not trainable_only]
-        if params:
-            groups.append({"params": params, "lr": float(rates.get(name, lr)), "name": name})
-    return groups
+    groups: dict[str, dict[str, Any]] = {}
+    # named_parameters() lists each parameter once (a tied one under its first name), the root's own first.
+    for pname, p in model.named_parameters():
+        if trainable_only and not p.requires_grad:
+            continue
+        head, dot, _ = pname.partition(".")
+        key = head if dot and head in children else ""
+        group = groups.setdefault(key, {"params": [], "param_names": [], "lr": float(rates.get(key, lr)),
+                                        "name": key})  # fmt: skip
+        group["params"].append(p)
+        group["param_names"].append(pname)
+    return list(groups.values())
