@@ -13,15 +13,25 @@ from contextlib import contextmanager
 from torch import nn
 
 
+def save_modes(model: nn.Module) -> list[tuple[nn.Module, bool]]:
+    """Each submodule of ``model`` with its own ``training`` flag, for :func:`restore_modes`."""
+    return [(m, m.training) for m in model.modules()]
+
+
+def restore_modes(modes: list[tuple[nn.Module, bool]]) -> None:
+    """Put back the flags :func:`save_modes` recorded, module by module."""
+    for m, training in modes:
+        m.training = training
+
+
 @contextmanager
 def saved_modes(model: nn.Module) -> Iterator[nn.Module]:
     """Inside the block change modes freely; on exit each submodule of ``model`` has its own flag back."""
-    modes = [(m, m.training) for m in model.modules()]
+    modes = save_modes(model)
     try:
         yield model
     finally:
-        for m, training in modes:
-            m.training = training
+        restore_modes(modes)
 
 
 @contextmanager

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from dltricks._checks import check_float, check_int, check_type, fail
+from dltricks._modes import restore_modes, save_modes
 
 
 class BatchNorm(nn.Module):
@@ -193,7 +194,7 @@ def update_bn(loader: Iterable[Any], model: nn.Module, device: str | torch.devic
         m.reset_running_stats()
         momenta[m] = m.momentum
         m.momentum = None
-    was_training = model.training
+    modes = save_modes(model)  # each submodule's own mode comes back, not one flag for all
     model.train()
     try:
         for batch in loader:
@@ -202,7 +203,7 @@ def update_bn(loader: Iterable[Any], model: nn.Module, device: str | torch.devic
     finally:
         for m, momentum in momenta.items():
             m.momentum = momentum
-        model.train(was_training)
+        restore_modes(modes)
 
 
 class Residual(nn.Module):

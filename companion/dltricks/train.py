@@ -19,6 +19,7 @@ from torch import nn
 from tqdm.std import tqdm
 
 from dltricks._checks import check_choice, check_int, check_type
+from dltricks._modes import restore_modes, save_modes
 from dltricks.callbacks import Batch, Callback, History, Metric, TrainState
 from dltricks.checkpoint import CheckpointError
 from dltricks.device import resolve_device
@@ -57,7 +58,7 @@ def evaluate(
     """
     metrics = {"accuracy": accuracy} if metrics is None else metrics
     dev = resolve_device(device)
-    was_training = model.training
+    modes = save_modes(model)  # each submodule's own mode comes back (a frozen layer stays in eval mode)
     model.eval()
     # Sums stay on the device and come over once at the end: no host sync per batch. float64 (float32 on MPS)
     # sums of value x n in batch order: the same arithmetic as summing .item() x n on the host.
@@ -73,7 +74,7 @@ def evaluate(
             row = torch.stack([torch.as_tensor(v, device=dev).reshape(()).real.to(dtype) for v in values]) * n
             totals = row if totals is None else totals + row
             count += n
-    model.train(was_training)
+    restore_modes(modes)
     if totals is None or count == 0:
         raise ValueError("`batches` must yield at least one batch. Received: an empty iterable")
     return {k: v / count for k, v in zip(["loss", *metrics], totals.tolist(), strict=True)}

@@ -29,6 +29,7 @@ from torch import nn
 from tqdm.std import tqdm
 
 from dltricks._checks import check_float, check_int, check_type, fail
+from dltricks._modes import restore_modes, save_modes
 from dltricks.callbacks import Batch
 from dltricks.device import resolve_device
 from dltricks.nonfinite import gradients, loss_and_finite, optimizer_params
@@ -172,6 +173,7 @@ def lr_range_test(
         progress = os.environ.get("DLTRICKS_PROGRESS", "1") not in ("0", "false", "False", "")
 
     model.to(dev)
+    modes = save_modes(model)  # restored in any case: the caller's mode, module by module
     saved: dict[str, Any] | None = None
     if restore:
         # Deep copies: the optimizer's state_dict() shares its tensors with the live state.
@@ -179,7 +181,6 @@ def lr_range_test(
         saved = {
             "model": copy.deepcopy(model.state_dict()),
             "optimizer": copy.deepcopy(optimizer.state_dict()),
-            "training": model.training,
             "loader": loader,
             "rng": rng_state(),
         }
@@ -222,10 +223,10 @@ def lr_range_test(
                 break
     finally:
         bar.close()
+        restore_modes(modes)
         if saved is not None:
             model.load_state_dict(saved["model"])
             optimizer.load_state_dict(saved["optimizer"])
-            model.train(saved["training"])
             if saved["loader"] is not None:
                 batches.load_state_dict(saved["loader"])  # type: ignore[attr-defined]
             set_rng_state(saved["rng"])

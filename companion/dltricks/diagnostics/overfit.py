@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from dltricks._checks import check_float, check_int, check_type, fail
+from dltricks._modes import restore_modes, save_modes
 from dltricks.device import resolve_device
 from dltricks.nonfinite import gradients, loss_and_finite, optimizer_params
 
@@ -120,7 +121,7 @@ def overfit_one_batch(
     check_type("restore", restore, bool, "a bool")
     dev = resolve_device(device)
 
-    was_training = model.training
+    modes = save_modes(model)  # each submodule's own mode comes back, not one flag for all
     model.to(dev)
     x, y = x.to(dev), y.to(dev)
     saved_model = copy.deepcopy(model.state_dict()) if restore else None
@@ -181,4 +182,4 @@ def overfit_one_batch(
         if saved_opt is not None:
             assert optimizer is not None
             optimizer.load_state_dict(saved_opt)
-        model.train(was_training)
+        restore_modes(modes)
