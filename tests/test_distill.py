@@ -309,3 +309,88 @@ def test_the_loss_is_float32_under_bfloat16_autocast_on_the_cpu(alpha):
     assert got.item() == pytest.approx(reference.item(), rel=1e-5)
     ref_soft = distill.distillation_loss(z64, v.bfloat16().double(), 4.0)
     assert soft.item() == pytest.approx(ref_soft.item(), rel=1e-5)
+
+
+# --- defaults, input checks and boundaries pinned (mutation testing) ----------------------------------------
+
+
+def test_defaults_are_pinned():
+    z, v = logits(40), logits(41)
+    assert distill.distillation_loss(z, v).item() == distill.distillation_loss(z, v, 4.0).item()
+    torch.testing.assert_close(distill.soft_targets(z), torch.softmax(z, 1))
+    members = [logits(42), logits(43)]
+    torch.testing.assert_close(distill.ensemble_logits(members), distill.ensemble_logits(members, 1.0))
+    loss = distill.DistillationLoss()
+    assert (loss.temperature, loss.alpha) == (4.0, 0.9)
+    assert repr(loss) == "DistillationLoss(temperature=4, alpha=0.9)"
+    assert repr(distill.DistillationLoss(2.5, 0.25)) == "DistillationLoss(temperature=2.5, alpha=0.25)"
+
+
+def test_teacher_logits_batches_by_1000_by_default_and_honours_batch_size_and_device():
+    teacher = torch.nn.Linear(3, 2)
+    sizes = []
+    teacher.register_forward_hook(lambda m, a, out: sizes.append(a[0].shape[0]))
+    x = torch.randn(1500, 3)
+    out = distill.teacher_logits(teacher, x)
+    assert sizes == [1000, 500] and out.shape == (1500, 2)
+    sizes.clear()
+    distill.teacher_logits(teacher, x[:10], batch_size=4, device="cpu")
+    assert sizes == [4, 4, 2]
+    with pytest.raises(ValueError, match=r"`batch_size` must be .*Received: batch_size=0"):
+        distill.teacher_logits(teacher, x, batch_size=0)
+    with pytest.raises(TypeError, match="`x`"):
+        distill.teacher_logits(teacher, "x")
+
+
+def test_packed_dtype_at_the_exactness_boundaries():
+    v = logits(44, batch=2, classes=3, dtype=torch.bfloat16)
+    assert distill.pack_targets(torch.tensor([2**24, 0]), v).dtype == torch.float32  # 2**24 is exact
+    assert distill.pack_targets(torch.tensor([-(2**24) - 1, 0]), v).dtype == torch.float64
+    assert distill.pack_targets(torch.tensor([2**24 + 1, 0]), v).dtype == torch.float64
+    assert distill.pack_targets(torch.tensor([3, 0]), v.double()).dtype == torch.float64  # never narrowed
+    big = distill.pack_targets(torch.tensor([2**53, 0]), v)  # exact in float64: accepted
+    assert distill.unpack_targets(big)[0].tolist() == [2**53, 0]
+
+
+def test_half_logits_give_a_float32_loss_and_float64_stays_float64():
+    z, v = logits(45), logits(46)
+    for dtype in (torch.float16, torch.bfloat16):
+        got = distill.distillation_loss(z.to(dtype), v.to(dtype), 2.0)
+        ref = distill.distillation_loss(z.to(dtype).double(), v.to(dtype).double(), 2.0)
+        assert got.dtype == torch.float32 and got.item() == pytest.approx(ref.item(), rel=1e-5)
+    assert distill.distillation_loss(z, v, 2.0).dtype == torch.float64
+    y = torch.zeros(8, dtype=torch.long)
+    assert distill.DistillationLoss(2.0, 0.5)(z.half(), y).dtype == torch.float32  # plain labels too
+
+
+def test_a_term_with_zero_weight_is_not_computed():
+    z, y = logits(47), torch.zeros(8, dtype=torch.long)
+    v = torch.full_like(z, float("nan"))
+    hard_only = distill.DistillationLoss(2.0, 0.0)(z, distill.pack_targets(y, v))
+    assert hard_only.item() == pytest.approx(F.cross_entropy(z, y).item())  # 0 * NaN would be NaN
+    v = logits(48)
+    not_a_class = distill.pack_targets(torch.full((8,), -5), v)  # cross-entropy would raise on it
+    soft_only = distill.DistillationLoss(2.0, 1.0)(z, not_a_class)
+    assert soft_only.item() == pytest.approx(distill.distillation_loss(z, v, 2.0).item())
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (
+            lambda: distill.pack_targets(torch.zeros(8, 1, dtype=torch.long), logits(0)),
+            ValueError,
+            "`labels`",
+        ),
+        (lambda: distill.pack_targets(torch.zeros(7, dtype=torch.long), logits(0)), ValueError, "length 8"),
+        (lambda: distill.pack_targets([1, 2], logits(0)), TypeError, "`labels`"),
+        (lambda: distill.soft_targets(torch.zeros(0, 3)), ValueError, r"`logits` must .*\(0, 3\)"),
+        (lambda: distill.soft_targets(torch.zeros(2, 1)), ValueError, r"classes >= 2"),
+        (lambda: distill.soft_targets([[1.0, 2.0]]), TypeError, "`logits`"),
+        (lambda: distill.ensemble_logits(logits(0)), TypeError, "`logits` must be a non-empty sequence"),
+        (lambda: distill.ensemble_logits([logits(0)], 0.0), ValueError, "`temperature`"),
+    ],
+)
+def test_more_bad_arguments(call, error, match):
+    with pytest.raises(error, match=match):
+        call()

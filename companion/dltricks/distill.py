@@ -66,11 +66,6 @@ def _upcast(logits: torch.Tensor) -> torch.Tensor:
     return logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
 
 
-def _no_autocast(x: torch.Tensor) -> torch.autocast:
-    """A context that turns autocast off on ``x``'s device, so float32 inputs stay float32 inside."""
-    return torch.autocast(x.device.type, enabled=False)
-
-
 def soft_targets(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """The softmax of ``logits / temperature`` (Hinton et al. 2015, eq. 1).
 
@@ -104,7 +99,7 @@ def distillation_loss(
         teacher_logits: same shape; treated as constants.
         temperature: ``T > 0`` (default 4).
 
-    Half-precision logits (float16, bfloat16) are upcast and autocast is turned off inside, so the
+    Half-precision logits (float16, bfloat16, as autocast gives them) are upcast first, so the
     log-softmax and the loss are computed, and returned, in float32 (float64 logits stay float64).
 
     Returns:
@@ -119,12 +114,12 @@ def distillation_loss(
     if student_logits.shape != teacher_logits.shape:
         fail("teacher_logits", f"of the student's shape {tuple(student_logits.shape)}",
              f"tensor of shape {tuple(teacher_logits.shape)}")  # fmt: skip
-    z, v = _upcast(student_logits), _upcast(teacher_logits.detach())
-    with _no_autocast(z):  # the loss stays float32 under autocast, as dltricks.perf.amp promises
-        log_q = F.log_softmax(z / t, dim=1)
-        log_p = F.log_softmax(v / t, dim=1)
-        # T^2: the gradient of the KL term scales as 1/T (eq. 2); this restores its size (sec. 2, end).
-        return F.kl_div(log_q, log_p, reduction="batchmean", log_target=True) * t**2
+    # Upcast: autocast gives bfloat16 logits, and log_softmax keeps its input's dtype (it is on no autocast
+    # list that lowers precision, so float32 inputs stay float32 under autocast too).
+    log_q = F.log_softmax(_upcast(student_logits) / t, dim=1)
+    log_p = F.log_softmax(_upcast(teacher_logits.detach()) / t, dim=1)
+    # T^2: the gradient of the KL term scales as 1/T (eq. 2); this restores its size (sec. 2, end).
+    return F.kl_div(log_q, log_p, reduction="batchmean", log_target=True) * t**2
 
 
 def pack_targets(labels: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
@@ -189,13 +184,12 @@ class DistillationLoss:
         self.alpha = check_float("alpha", alpha, minimum=0.0, maximum=1.0)
 
     def __call__(self, student_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        z = _upcast(student_logits)  # float32 at least, autocast off: losses stay float32 (dltricks.perf.amp)
-        with _no_autocast(z):
-            if target.ndim == 1:
-                return F.cross_entropy(z, target)
-            labels, teacher = unpack_targets(target)
-            soft = distillation_loss(z, teacher, self.temperature) if self.alpha > 0 else 0.0
-            hard = F.cross_entropy(z, labels) if self.alpha < 1 else 0.0
+        z = _upcast(student_logits)  # float32 at least: losses stay float32 (dltricks.perf.amp)
+        if target.ndim == 1:
+            return F.cross_entropy(z, target)
+        labels, teacher = unpack_targets(target)
+        soft = distillation_loss(z, teacher, self.temperature) if self.alpha > 0 else 0.0
+        hard = F.cross_entropy(z, labels) if self.alpha < 1 else 0.0
         loss = self.alpha * soft + (1 - self.alpha) * hard
         assert isinstance(loss, torch.Tensor)  # at least one term is a tensor: alpha is in [0, 1]
         return loss
