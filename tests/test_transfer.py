@@ -422,3 +422,91 @@ def test_a_hooked_cut_holds_only_the_layers_below_it_and_each_gets_a_gradient():
         sum(p.numel() for p in lazy.parameters())
         == 2 * below + sum(p.numel() for p in lazy.body.features[2].parameters()) - below
     )
+
+
+# --- defaults, input checks and edge cases pinned (mutation testing) ----------------------------------------
+
+
+def test_rates_defaults_and_checks():
+    rates = discriminative_rates(bn_mlp(), 1.0)
+    np.testing.assert_allclose(list(rates.values()), [2.6**-3, 2.6**-2, 2.6**-1, 1.0])
+    assert list(discriminative_rates(bn_mlp(), 0.5, decay=1.0).values()) == [0.5] * 4  # decay 1 allowed
+    with pytest.raises(ValueError, match=r"`lr` must be .*Received: lr=0"):
+        discriminative_rates(bn_mlp(), 0)
+    with pytest.raises(ValueError, match=r"`model` must be a module with parametrized children"):
+        discriminative_rates(nn.Sequential(nn.ReLU()), 0.1)
+    with pytest.raises(ValueError, match=r"`lr` must be .*Received: lr=-1"):
+        param_groups(bn_mlp(), {}, lr=-1)
+    with pytest.raises(TypeError, match=r"`rates` must be a mapping"):
+        param_groups(bn_mlp(), [("1", 0.1)], lr=0.1)
+    with pytest.raises(TypeError, match=r"`model` must be a torch.nn.Module"):
+        param_groups("net", {}, lr=0.1)
+    model = bn_mlp()
+    freeze(model, depth=1)
+    assert [g["name"] for g in param_groups(model, {}, lr=0.1)] == ["2", "4", "6"]  # trainable_only default
+    assert param_groups(model, {"": 0.5}, lr=0.1)[0]["lr"] == 0.1  # "" accepted; no root group here
+    token = param_groups(Token(), {"": 0.5}, lr=0.1)
+    assert (token[0]["name"], token[0]["lr"]) == ("", 0.5)
+
+
+def test_cut_defaults_and_checks():
+    model = bn_mlp().eval()
+    x, _ = data()
+    sizes = []
+    model[1].register_forward_hook(lambda m, a, out: sizes.append(a[0].shape[0]))
+    assert embed(FeatureExtractor(model, "1"), torch.cat([x] * 20)).shape == (1280, 8)
+    assert sizes == [1024, 256]  # embed's default batch
+    with pytest.raises(ValueError, match=r"`batch_size` must be .*Received: batch_size=0"):
+        embed(FeatureExtractor(model, "1"), x, batch_size=0)
+    with pytest.raises(TypeError, match="`extractor`"):
+        embed("cut", x)
+    with pytest.raises(TypeError, match="`x`"):
+        embed(FeatureExtractor(model, "1"), "x")
+    with pytest.raises(TypeError, match="`model`"):
+        FeatureExtractor("net", "1")
+    with pytest.raises(TypeError, match="`layer`"):
+        FeatureExtractor(model, 1)
+    with pytest.raises(ValueError, match="`layer`"):
+        FeatureExtractor(model, "")
+    with pytest.raises(TypeError, match="`example`"):
+        FeatureExtractor(Nested(), "features.1", example=[1.0])
+    images = torch.randn(3, 1, 8, 8)
+    assert FeatureExtractor(Nested(), "features.1")(images).shape == (3, 4 * 6 * 6)  # flatten by default
+    assert FeatureExtractor(Nested(), "features.1", flatten=False)(images).shape == (3, 4, 6, 6)
+    assert FeatureExtractor(bn_mlp().eval(), "0", flatten=False)(torch.randn(2, 3, 4)).shape == (2, 12)
+
+
+class Unused(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(2, 2), nn.Linear(2, 2)
+
+    def forward(self, x):
+        return self.a(x)
+
+
+def test_a_layer_the_forward_never_calls_is_an_error():
+    with pytest.raises(RuntimeError, match="layer 'b' was not called"):
+        FeatureExtractor(Unused(), "b")(torch.randn(1, 2))
+
+
+def test_the_extractor_moves_the_whole_model_and_takes_its_mode():
+    model = Nested().eval()
+    cut = FeatureExtractor(model, "features.2")
+    assert not cut.training
+    cut.double()
+    assert model.head.weight.dtype == torch.float64 and model.features[0].weight.dtype == torch.float64
+    assert cut(torch.randn(2, 1, 8, 8, dtype=torch.float64)).dtype == torch.float64
+    assert FeatureExtractor(bn_mlp().train(), "1").training
+
+
+def test_replace_head_in_place_keeps_bias_setting_and_dtype():
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2, bias=False)).double()
+    same = replace_head(model, 6, copy_model=False)
+    assert same is model and model[2].out_features == 6
+    assert model[2].bias is None and model[2].weight.dtype == torch.float64
+    assert replace_head(Nested(), 3).head.out_features == 3  # the last Linear by default
+    with pytest.raises(ValueError, match="`model` must be a network with an nn.Linear output layer"):
+        replace_head(nn.Sequential(nn.ReLU()), 2)
+    with pytest.raises(TypeError, match="`model`"):
+        replace_head("net", 2)
