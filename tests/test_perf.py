@@ -184,6 +184,37 @@ def test_pad_channels_keeps_dtype_and_the_layout_of_non_image_tensors():
     assert plain.is_contiguous()  # a contiguous (NCHW) input stays NCHW
 
 
+def test_padding_to_a_multiple_of_one_changes_no_size():
+    x, conv, lin = torch.randn(2, 3, 4, 4), nn.Conv2d(3, 2, 1), nn.Linear(3, 5)
+    assert pad_channels(x, 1) is x
+    assert pad_conv_in_channels(conv, 1).in_channels == 3
+    assert (pad_linear(lin, 1).in_features, pad_linear(lin, 1).out_features) == (3, 5)
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (lambda: pad_channels("x"), TypeError, "`x` must be a torch.Tensor (N, C, ...). Received: x='x'"),
+        (lambda: pad_channels(torch.zeros(3)), ValueError,
+         "`x` must be a tensor with a channel dimension (N, C, ...). Received: x='tensor of shape (3,)'"),
+        (lambda: pad_channels(torch.zeros(2, 3), 0), ValueError,
+         "`multiple` must be an integer >= 1. Received: multiple=0"),
+        (lambda: pad_conv_in_channels(nn.Conv2d(3, 2, 1), 0), ValueError,
+         "`multiple` must be an integer >= 1. Received: multiple=0"),
+        (lambda: pad_conv_in_channels(nn.Conv2d(4, 4, 1, groups=2)), ValueError,
+         "`conv.groups` must be 1 (padding the channels of a grouped convolution changes its groups). "
+         "Received: conv.groups=2"),
+        (lambda: pad_linear("l"), TypeError, "`linear` must be a torch.nn.Linear. Received: linear='l'"),
+        (lambda: pad_linear(nn.Linear(2, 2), 0), ValueError,
+         "`multiple` must be an integer >= 1. Received: multiple=0"),
+    ],
+)  # fmt: skip
+def test_padding_refusals_say_exactly_what_was_expected(call, error, message):
+    with pytest.raises(error) as info:
+        call()
+    assert str(info.value) == message
+
+
 # ---- mixed precision -----------------------------------------------------------------------------------
 
 
