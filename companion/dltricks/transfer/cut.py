@@ -92,7 +92,7 @@ class FeatureExtractor(nn.Module):
                     self.shared.append(p)
         self._traced = True
 
-    def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
+    def _apply(self, fn, recurse=True):  # what .to(), .double(), .cuda() call
         if self._target is not None:  # the whole model moves; what is registered lies inside it
             self.body._apply(fn, recurse)
             return self
