@@ -41,6 +41,11 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
     ),
     "splits": (["splits.py"], ["tests/test_splits.py"]),
     "checkpoint_file": (["checkpoint_file.py"], ["tests/test_checkpoint_file.py", "tests/test_faults.py"]),
+    "distill": (["distill.py"], ["tests/test_distill.py"]),
+    "rates": (["transfer/rates.py"], ["tests/test_transfer.py"]),
+    "cut": (["transfer/cut.py"], ["tests/test_transfer.py", "tests/test_transfer_modes.py"]),
+    "freeze": (["transfer/freeze.py"], ["tests/test_transfer.py"]),
+    "autoencoder": (["transfer/autoencoder.py"], ["tests/test_transfer.py"]),
 }
 
 # Equivalent mutants: mutant name -> why no test can tell it from the original. A name that no longer
