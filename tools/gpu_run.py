@@ -205,7 +205,11 @@ def run_chapter(
 
 
 def claims(name: str, base: Path, timeout: float) -> str:
-    """Run the claim tests that read ``name``'s results; a short summary (the report is kept beside them)."""
+    """Run the claim tests that read ``name``'s results; a short summary (the report is kept beside them).
+
+    Only the tests marked ``book`` (the claim tests) of the files that read these results: a unit-test file
+    that also checks one recorded number does not bring its other, slow tests along.
+    """
     files = sorted(
         str(p.relative_to(ROOT))
         for p in (ROOT / "tests").glob("test_*.py")
@@ -217,16 +221,8 @@ def claims(name: str, base: Path, timeout: float) -> str:
         return "not run (no results)"
     if importlib.util.find_spec("pytest") is None:
         return "not run: no pytest here (pack it with device-prep.sh pytest)"
-    cmd = [
-        sys.executable,
-        "-m",
-        "pytest",
-        "-q",
-        "-p",
-        "no:cacheprovider",
-        f"--junitxml={base}/claims-{name}.xml",
-        *files,
-    ]
+    junit = f"--junitxml={base}/claims-{name}.xml"
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "book", junit, *files]
     env = {**os.environ, "DLTRICKS_BUILD_DIR": str(base)}
     try:
         proc = subprocess.run(
