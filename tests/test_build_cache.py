@@ -221,3 +221,11 @@ def test_repository_buttons_come_from_one_setting():
     assert published["html"]["use_repository_button"] and published["html"]["use_issues_button"]
     assert not published["html"]["use_edit_page_button"]  # it would point at a staged .ipynb
     assert published["sphinx"] == yaml.safe_load(config)["sphinx"]  # nothing else changes
+
+
+def test_the_parameters_are_shown_once_and_folded(tmp_path):
+    md = write_chapter(tmp_path, "tiny")
+    nb = build_book.prepare(md, {"SEED": 3}, {})
+    tags = [c.metadata.get("tags", []) for c in nb.cells if c.cell_type == "code"]
+    assert "remove-cell" in tags[0] and "parameters" in tags[0]  # the defaults: not on the page
+    assert "injected-parameters" in tags[1] and "hide-input" in tags[1]  # this run's values: one click away

@@ -105,6 +105,9 @@ def prepare(md: Path, params: dict, inputs: dict):
             tags = cell.metadata.setdefault("tags", [])
             if "parameters" in tags and "remove-cell" not in tags:
                 tags.append("remove-cell")
+            # The values stay one click away; the first code a reader sees is the chapter's topic.
+            if "injected-parameters" in tags and "hide-input" not in tags:
+                tags.append("hide-input")
     nb.metadata[build_inputs.METADATA_KEY] = inputs
     return nb
 
