@@ -180,18 +180,18 @@ def _newest_good(
         except CheckpointError as err:
             bad.append((path, err))
     if found is None and bad and refuse:
-        faults = "; ".join(str(err) for _, err in bad)  # each message starts with its file's path
+        faults = "; ".join(str(fault) for _, fault in bad)  # each message starts with its file's path
         raise CheckpointError(
             f"cannot resume from {directory}: none of its {len(bad)} checkpoint(s) can be loaded ({faults}). "
             "Nothing was renamed or deleted. Repair or remove them to start afresh, or resume from a "
             "checkpoint file that verifies"
         )
-    for path, err in bad:
+    for path, fault in bad:
         note = ""
         if quarantine and found is not None:  # kept for inspection, out of the way of the resumed run
             path.replace(path.with_name(path.name + ".corrupt"))
             note = f"; renamed to {path.name}.corrupt"
-        warnings.warn(f"skipping bad checkpoint {path}: {err}{note}", RuntimeWarning, stacklevel=3)
+        warnings.warn(f"skipping bad checkpoint {path}: {fault}{note}", RuntimeWarning, stacklevel=3)
     return found
 
 
