@@ -17,7 +17,7 @@ Choosing per seed repeats the whole procedure (tune, then train) on every seed, 
 includes the noise of the choice itself, as it would for a reader who reruns the recipe. The two arms'
 reported test scores are then compared pair by pair with :func:`dltricks.compare.compare_paired`.
 
-Same *initialisation* is the caller's part: build each seed's model from the same seed in every arm (e.g.
+Same *initialization* is the caller's part: build each seed's model from the same seed in every arm (e.g.
 ``torch.manual_seed(seed)`` right before constructing it, with the same initializer), so that the arms differ
 only in what is being compared.
 
