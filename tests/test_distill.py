@@ -394,3 +394,38 @@ def test_a_term_with_zero_weight_is_not_computed():
 def test_more_bad_arguments(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+def test_accuracy_against_known_values():
+    z = torch.tensor([[2.0, 0.0, 1.0], [0.0, 3.0, 1.0], [1.0, 0.0, 4.0], [5.0, 1.0, 0.0]])
+    y = torch.tensor([0, 1, 0, 2])
+    assert distill.accuracy(z, y).item() == 0.5
+    assert distill.accuracy(z, distill.pack_targets(y, logits(50, batch=4, classes=3))).item() == 0.5
+
+
+def test_ensemble_logits_are_log_probabilities_times_t():
+    members = [logits(s) for s in (51, 52, 53)]
+    for t in (1.0, 3.0):
+        out = distill.ensemble_logits(members, t)
+        torch.testing.assert_close((out / t).exp().sum(1), torch.ones(8, dtype=torch.float64))
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda: distill.ensemble_logits(iter([logits(0)])), r"`logits` must be a non-empty sequence"),
+        (lambda: distill.ensemble_logits(logits(0)), r"Received: logits='Tensor'"),
+        (lambda: distill.ensemble_logits([torch.zeros(3)]), r"`logits\[0\]` must be"),
+        (
+            lambda: distill.ensemble_logits([logits(0), torch.zeros(3)]),
+            r"`logits\[1\]` must be a tensor of shape",
+        ),
+        (
+            lambda: distill.ensemble_logits([logits(0), logits(1, batch=2)]),
+            r"of shape \(8, 10\) like logits\[0\]",
+        ),
+    ],
+)
+def test_ensemble_argument_messages(call, match):
+    with pytest.raises((TypeError, ValueError), match=match):
+        call()
