@@ -73,10 +73,11 @@ _NOT_REACHED = "the message of the AssertionError after the loop, which the last
 _COS_END = "t > n for t >= n: at t == n the cosine gives min_lr exactly (math.cos(math.pi) == -1.0)"
 _RESET_FIRST = "_recorded starts as '' instead of None: on_train_begin resets it before any use"
 _DEAD_STEP = "_step is only given names that list_checkpoints matched: its no-match branch is dead code"
-_ZERO_WEIGHT = "alpha == 0 multiplies the unused soft term by 0: 0 * 1.0 == 0 * 0.0 (no tensor is computed)"
+_ZERO_WEIGHT = "a term of weight 0 (alpha 0 or 1) is multiplied by 0: 0 * 1.0 == 0 * 0.0 (no tensor computed)"
 _IMPLICIT_DIM = "log_softmax(dim=None) on a 2-D tensor picks dim=1 (torch's legacy implicit dim), as passed"
 EQUIVALENT: dict[str, str] = {
     "dltricks.distill.xǁDistillationLossǁ__call____mutmut_22": _ZERO_WEIGHT,
+    "dltricks.distill.xǁDistillationLossǁ__call____mutmut_32": _ZERO_WEIGHT,
     "dltricks.distill.x_ensemble_logits__mutmut_47": _IMPLICIT_DIM,
     "dltricks.clip.x__max_norm__mutmut_8": _NONE_IS_FALSE,
     "dltricks.clip.x_clip_vector_by_norm__mutmut_18": _NONE_IS_FALSE,
