@@ -39,10 +39,34 @@ def test_loss_and_gradient_agree_with_the_formula_and_keras(kd):
         assert abs(values(kd, "check_keras_default_ratio")[0] - 1) > 0.05
 
 
+def test_pytorch_warns_about_the_mean_reduction_as_the_page_says(kd):
+    """The page says `KLDivLoss(reduction="mean")` warns and quotes it (issue 24: it said "silently")."""
+    text = kd["results"]["check_mean_warning"]["value"]
+    assert "'mean' divides the total loss by both the batch size and the support size" in text, text
+    if kd["results"]["keras_version"]["value"] != "(not installed)":
+        assert kd["results"]["keras_version"]["value"] == kd["versions"]["keras"]
+
+
+def test_fidelity_is_measured_against_the_same_seeds_teacher(kd):
+    """Top-1 agreement and KL(teacher || student) on the test images (Stanton et al. 2021), per seed."""
+    n_seeds = len(kd["seeds"])
+    for k in ("distilled", "alone"):
+        agree, kl = values(kd, f"agree_{k}"), values(kd, f"kl_{k}")
+        assert agree.shape == kl.shape == (n_seeds,)
+        assert ((agree > 0.5) & (agree <= 1)).all(), agree  # both students are far above chance (10%)
+        assert (kl >= 0).all() and np.isfinite(kl).all(), kl
+    c = kd["results"]["agree_kd_vs_alone"]["comparison"]
+    np.testing.assert_allclose(c["treatment"], values(kd, "agree_distilled"))
+    np.testing.assert_allclose(c["baseline"], values(kd, "agree_alone"))
+    c = kd["results"]["kl_kd_vs_alone"]["comparison"]
+    np.testing.assert_allclose(c["treatment"], -values(kd, "kl_distilled"))
+
+
 def test_every_comparison_verdict_is_recomputed_from_the_recorded_values(kd):
     found = comparisons(kd)
     assert {"kd_vs_alone", "teacher_vs_alone", "few_soft_vs_hard", "ens_vs_single", "peer_vs_alone",
-            "omit_shift_gain", "low_vs_high_t_narrow", "low_vs_high_t_wide"} <= set(found)  # fmt: skip
+            "omit_shift_gain", "low_vs_high_t_narrow", "low_vs_high_t_wide", "agree_kd_vs_alone",
+            "kl_kd_vs_alone"} <= set(found)  # fmt: skip
     for name, entry in found.items():
         c = entry["comparison"]
         result = compare_paired(c["treatment"], c["baseline"], higher_is_better=c["higher_is_better"],
