@@ -1,8 +1,10 @@
 """The Transfer learning chapter's claims, checked on the numbers its run recorded (results/transfer.json).
 
-The chapter words every comparison with :func:`dltricks.compare.compare_paired`; these tests recompute each
-verdict from the recorded per-seed values and check that the words in the prose (the glued ``*_verdict``,
-``*_text`` and summary strings) match the numbers, whatever the numbers turn out to be.
+Every comparison in the chapter is between arms tuned with the same budget on validation data
+(:func:`dltricks.book.record_tuned_comparison`). These tests redo each arm's choice from the recorded grids
+(:func:`chapter_results.tuned_comparison`, which also refuses unequal budgets or seeds), and then pin the
+verdict the chapter's argument depends on: a verdict that changes at another first seed fails here, and the
+chapter's experiment or wording must change, not the test.
 """
 
 from __future__ import annotations
@@ -11,33 +13,40 @@ import importlib.util
 
 import numpy as np
 import pytest
-from chapter_results import comparison, values
-
-from dltricks.compare import compare_paired
+from chapter_results import tuned_comparison, values
 
 pytestmark = pytest.mark.book
 
 PAIRS, ARCHS = ("3rd", "2nd"), ("mlp", "cnn")
 REUSE = [f"reuse_{p}_{a}" for p in PAIRS for a in ARCHS]
 COMPARISONS = REUSE + [
-    "reuse_book_sgd",
     "depth_fe_vs_ft",
+    "depth_recipe_vs_ft",
+    "depth_slow_vs_recipe",
     "emb_vs_pix_lr",
     "emb_vs_pix_knn",
     "ae_vs_scratch_small",
-    "ae_vs_scratch_mid",
     "a_vs_scratch_small",
-    "a_vs_scratch_mid",
+    "a_vs_ae_small",
+    "few_linear_vs_scratch",
     "few_finetune",
     "few_augment",
     "few_pseudo",
 ]
 STRATS = {
-    "linear": "linear head on frozen features",
+    "linear": "linear head on the last features",
+    "early": "linear head on earlier features",
     "top": "fine-tune the top",
     "all": "fine-tune everything",
     "scratch": "from scratch",
 }
+RULES = {
+    "cs231n": {("small", "similar"): "linear", ("small", "different"): "early", ("large", "similar"): "all",
+               ("large", "different"): "all"},
+    "tutorials": {("small", "similar"): "linear", ("small", "different"): "top", ("large", "similar"): "all",
+                  ("large", "different"): "scratch"},
+}  # fmt: skip
+PER_UNIT = ("reuse_", "depth_")  # one value per unit (model A), not per seed
 
 
 @pytest.fixture(scope="module")
@@ -49,49 +58,106 @@ def text(run, key):
     return run["results"][key]["value"] if "value" in run["results"][key] else run["results"][key]["text"]
 
 
+def verdict(run, key):
+    return tuned_comparison(run, key).verdict
+
+
 def test_run_metadata(tl):
     assert tl["profile"] in ("quick", "full")
-    assert len(tl["seeds"]) >= (5 if tl["profile"] == "full" else 3)
-    per_pair = tuple(REUSE) + ("reuse_book_sgd", "depth_")
+    assert len(tl["seeds"]) >= 5  # the four-case table has one independently trained source model per seed
     for key, entry in tl["results"].items():
-        if "values" in entry and not key.startswith(per_pair):
+        if "values" in entry and not key.startswith(PER_UNIT):
             assert len(entry["values"]) == len(tl["seeds"]), key
+
+
+def test_every_arm_had_the_same_tuning_budget_chosen_on_validation(tl):
+    """Every recorded comparison is a tuned one with the chapter's budget, and its choice is redone here."""
+    budget = int(values(tl, "n_lrs")[0])
+    assert budget >= 3
+    tuned = [k for k, e in tl["results"].items() if "tuning" in e]
+    assert set(COMPARISONS) <= set(tuned)
+    for key in tuned:
+        for role in ("treatment", "baseline"):
+            assert len(tl["results"][key]["tuning"][role]["configs"]) == budget, (key, role)
+        tuned_comparison(tl, key)  # choice on validation, equal budgets and seeds, verdict recomputed
+
+
+@pytest.mark.parametrize("key", REUSE)
+def test_reuse_rests_on_five_or_more_independent_source_models(tl, key):
+    cmp = tl["results"][key]["comparison"]
+    on_a, scratch = np.array(cmp["treatment"]), np.array(cmp["baseline"])
+    assert values(tl, f"{key}_n")[0] == on_a.size >= 5
+    assert len(set(tl["results"][key]["tuning"]["treatment"]["seeds"])) == on_a.size  # one B per model A
+    np.testing.assert_allclose(values(tl, f"{key}_on_a"), on_a)
+    np.testing.assert_allclose(values(tl, f"{key}_scratch"), scratch)
+    assert values(tl, f"{key}_share")[0] == pytest.approx(np.mean(on_a > scratch))
 
 
 def test_frozen_layers_did_not_change_during_the_frozen_phase(tl):
     assert text(tl, "frozen_unchanged") == "yes"
     assert text(tl, "frozen_no_state") == "yes"
-    pairs = sum(int(values(tl, f"{k}_n")[0]) for k in REUSE) + int(values(tl, "reuse_3rd_mlp_n")[0])
-    assert values(tl, "frozen_runs")[0] >= pairs  # every B on A (and the book-SGD variant) was checked
+    units = sum(int(values(tl, f"{k}_n")[0]) for k in REUSE)
+    assert values(tl, "frozen_runs")[0] >= units * values(tl, "n_lrs")[0]  # every rate of every B on A
 
 
-@pytest.mark.parametrize("key", COMPARISONS)
-def test_every_verdict_is_recomputed_from_the_recorded_values(tl, key):
-    again = comparison(tl, key)  # the shared check: verdict and differences recomputed with compare_paired
-    unit = "pairs (A, B)" if key.startswith(("reuse_", "depth_")) else "seeds"
-    assert f"({again.verdict}; better in {again.n_better} of {again.n} {unit})" in text(tl, f"{key}_text")
+def test_the_baselines_are_trained_to_their_best(tl):
+    """No from-scratch arm sits near chance, and the CNN from scratch (He init, tuned, early-stopped) is never
+    clearly better than a logistic regression on the raw pixels with 100 labels: the page says a linear model
+    on pixels is as strong a few-label baseline as the CNN, so every method there is judged against both."""
+    for key in REUSE:
+        assert values(tl, f"{key}_scratch").min() > 0.75  # two classes: chance is 50%
+    assert values(tl, "cell_similar_small_scratch").mean() > 0.5  # five classes: chance is 20%
+    assert verdict(tl, "few_linear_vs_scratch") != "hurts"  # treatment: the logistic regression
 
 
-@pytest.mark.parametrize("key", REUSE)
-def test_reuse_is_reported_as_measured(tl, key):
-    cmp = tl["results"][key]["comparison"]
-    on_a, scratch = np.array(cmp["treatment"]), np.array(cmp["baseline"])
-    np.testing.assert_allclose(values(tl, f"{key}_on_a"), on_a)
-    np.testing.assert_allclose(values(tl, f"{key}_scratch"), scratch)
-    # The share of pairs in which reuse helped, and the count of pairs, match the per-pair values.
-    assert values(tl, f"{key}_share")[0] == pytest.approx(np.mean(on_a > scratch))
-    assert values(tl, f"{key}_n")[0] == on_a.size >= 2 * values(tl, f"{key}_n_as")[0]
-    gain = 0.9385 - 0.9185 if key.startswith("reuse_3rd") else 0.9940 - 0.9705
-    assert values(tl, f"{key}_book_or_better")[0] == pytest.approx(np.mean(on_a - scratch >= gain))
-    ratio = np.median((1 - on_a) / np.maximum(1 - scratch, 1e-9))
-    assert values(tl, f"{key}_err_ratio_median")[0] == pytest.approx(ratio)
+def test_with_fair_baselines_reuse_shows_no_clear_gain_on_the_books_pair(tl):
+    """The chapter's headline: on the third edition's pair, tuned and early-stopped from He init, B on A and B
+    from scratch are within the noise for both networks; on the second edition's easy pair the MLP's small
+    gain is clear."""
+    assert verdict(tl, "reuse_3rd_mlp") == "no clear difference"
+    assert verdict(tl, "reuse_3rd_cnn") == "no clear difference"
+    assert verdict(tl, "reuse_2nd_mlp") == "helps"
+    assert verdict(tl, "reuse_2nd_cnn") != "hurts"
+
+
+def test_no_refinement_beats_fine_tuning_everything_at_a_tuned_rate(tl):
+    assert verdict(tl, "depth_recipe_vs_ft") == "no clear difference"
+    assert verdict(tl, "depth_fe_vs_ft") != "helps"
+    assert verdict(tl, "depth_slow_vs_recipe") != "helps"
+
+
+def test_pretraining_with_100_labels(tl):
+    """The autoencoder's encoder is clearly worse than training from scratch; model A is within the noise of
+    scratch and clearly better than the autoencoder."""
+    assert verdict(tl, "ae_vs_scratch_small") == "hurts"
+    assert verdict(tl, "a_vs_scratch_small") == "no clear difference"
+    assert verdict(tl, "a_vs_ae_small") == "helps"
+
+
+def test_few_label_methods(tl):
+    assert verdict(tl, "few_finetune") == "no clear difference"
+    assert verdict(tl, "few_augment") == "hurts"
+    assert verdict(tl, "few_pseudo") == "no clear difference"
+    assert verdict(tl, "emb_vs_pix_lr") != "helps"
+    assert verdict(tl, "emb_vs_pix_knn") != "helps"
+
+
+def test_where_the_rules_hold(tl):
+    """CS231n's choice for a small, different data set (a linear classifier on earlier features) is never
+    clearly worse than the best strategy, where the tutorials' choice (fine-tune the top) never wins; with a
+    large, similar set both versions' choice (fine-tune everything) is within the noise of the best."""
+    assert text(tl, "cell_different_small_cs231n_rule_verdict") != "its choice was clearly worse"
+    assert text(tl, "cell_different_small_tutorials_rule_verdict") != "its choice won"
+    assert text(tl, "cell_different_large_tutorials_rule_verdict") != "its choice won"
+    for rule in RULES:
+        assert text(tl, f"cell_similar_large_{rule}_rule_verdict") != "its choice was clearly worse"
 
 
 def test_the_second_editions_pair_is_easy_from_scratch(tl):
-    """The prose says both arms make few errors on shirt vs sandal: over 97% from scratch, 3 std clear."""
+    """The prose says both arms make few errors on shirt vs sandal: every B from scratch is over 97%."""
     for arch in ARCHS:
         scratch = values(tl, f"reuse_2nd_{arch}_scratch")
-        assert scratch.mean() - 3 * scratch.std(ddof=1) > 0.97, scratch
+        assert scratch.min() > 0.97, scratch
 
 
 def test_model_a_learned_its_task(tl):
@@ -100,44 +166,33 @@ def test_model_a_learned_its_task(tl):
     assert values(tl, "src_acc").min() > 0.85  # 5 classes
 
 
-def test_freeze_depth_best_k_and_curve_are_consistent(tl):
+def test_freeze_depth_best_k_is_the_best_mean(tl):
     means = [values(tl, f"depth_k{k}").mean() for k in range(4)]
     assert values(tl, "depth_best_k")[0] == int(np.argmax(means))
-    np.testing.assert_allclose(
-        tl["results"]["depth_fe_vs_ft"]["comparison"]["treatment"], values(tl, "depth_k3")
-    )
-    np.testing.assert_allclose(
-        tl["results"]["depth_fe_vs_ft"]["comparison"]["baseline"], values(tl, "depth_k0")
-    )
-    assert len(values(tl, "depth_k0")) == values(tl, "depth_n")[0]
+    assert len(values(tl, "depth_k0")) == values(tl, "depth_n")[0] >= 5
 
 
-def test_size_similarity_table_winners_and_rule_verdicts_match_the_numbers(tl):
-    rule = {
-        ("similar", "small"): "linear",
-        ("different", "small"): "top",
-        ("different", "large"): "scratch",
-        ("similar", "large"): "all",
-    }
-    holds = 0
-    for (dom, size), choice in rule.items():
-        cells = {k: values(tl, f"cell_{dom}_{size}_{k}") for k in STRATS}
-        winner = max(cells, key=lambda k: cells[k].mean())
-        assert text(tl, f"cell_{dom}_{size}_winner") == STRATS[winner]
-        assert text(tl, f"cell_{dom}_{size}_rule") == STRATS[choice]
-        n_test = int(values(tl, "n_tgt_test" if dom == "similar" else "n_dig_test")[0])
-        if winner == choice:
-            expected = "the rule's choice won"
-        else:
-            c = compare_paired(cells[choice], cells[winner], n_test=n_test)
-            expected = (
-                "the rule's choice was clearly worse"
-                if c.verdict == "hurts"
-                else "the rule's choice was within the noise of the winner"
-            )
-        assert text(tl, f"cell_{dom}_{size}_rule_verdict") == expected
-        holds += expected != "the rule's choice was clearly worse"
-    assert values(tl, "rule_holds")[0] == holds
+def test_size_similarity_rule_verdicts_are_recomputed(tl):
+    for rule, picks in RULES.items():
+        holds = 0
+        for (size, dom), choice in picks.items():
+            cells = {k: values(tl, f"cell_{dom}_{size}_{k}") for k in STRATS}
+            winner = max(cells, key=lambda k: cells[k].mean())
+            assert text(tl, f"cell_{dom}_{size}_winner") == STRATS[winner]
+            key = f"cell_{dom}_{size}_{rule}"
+            assert text(tl, f"{key}_rule") == STRATS[choice]
+            if winner == choice:
+                expected = "its choice won"
+            else:
+                v = verdict(tl, f"{key}_vs_winner")
+                expected = (
+                    "its choice was clearly worse"
+                    if v == "hurts"
+                    else "its choice was within the noise of the winner"
+                )
+            assert text(tl, f"{key}_rule_verdict") == expected
+            holds += expected != "its choice was clearly worse"
+        assert values(tl, f"rule_holds_{rule}")[0] == holds
 
 
 def test_every_cell_beats_chance(tl):
@@ -147,34 +202,16 @@ def test_every_cell_beats_chance(tl):
                 assert values(tl, f"cell_{dom}_{size}_{k}").mean() > 2 * chance
 
 
-def test_a_linear_head_is_the_embedding_probe_of_the_table(tl):
+def test_shared_arms_are_the_same_runs(tl):
     np.testing.assert_allclose(values(tl, "emb_lr_emb"), values(tl, "cell_similar_small_linear"))
-
-
-def test_pretraining_with_100_labels_is_worded_as_measured(tl):
-    """A pretraining method beats scratch with 100 labels and the chapter names it, or it says neither."""
-    helped = [
-        name
-        for name, key in (
-            ("pretraining on task A", "a_vs_scratch_small"),
-            ("the autoencoder", "ae_vs_scratch_small"),
-        )
-        if tl["results"][key]["comparison"]["verdict"] == "helps"
-    ]
-    statement = text(tl, "pretrain_small_statement")
-    if helped:
-        assert statement == " and ".join(helped) + " beat training from scratch with 100 labels"
-    else:
-        assert statement == "neither pretraining method clearly beat training from scratch with 100 labels"
-    assert values(tl, "ae_size_small")[0] == 100 and values(tl, "ae_size_mid")[0] == 500
-
-
-def test_the_few_sample_baseline_is_the_tables_scratch_cell(tl):
     np.testing.assert_allclose(values(tl, "few_base"), values(tl, "cell_similar_small_scratch"))
     np.testing.assert_allclose(values(tl, "ae_scratch_small"), values(tl, "cell_similar_small_scratch"))
     np.testing.assert_allclose(values(tl, "ae_a_small"), values(tl, "cell_similar_small_all"))
-    # Confident pseudo-labels are mostly right (else the method would be training on noise).
-    assert values(tl, "few_pseudo_acc").mean() > 0.8
+    assert values(tl, "ae_size_small")[0] == 100
+
+
+def test_confident_pseudo_labels_are_mostly_right(tl):
+    assert np.nanmean(values(tl, "few_pseudo_acc")) > 0.8
 
 
 @pytest.mark.keras
