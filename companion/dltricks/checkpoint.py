@@ -60,7 +60,7 @@ def resume(state: TrainState, source: str | os.PathLike[str]) -> Path | None:
     fail to verify are renamed to ``<name>.corrupt`` (and warned about) so that the resumed run, which
     writes over their steps again, never falls back to them. An empty or missing directory leaves
     ``state`` untouched and returns ``None``: the run starts afresh. A directory that holds checkpoints of
-    which none can be loaded is refused: the request to resume cannot be honoured, and starting from step
+    which none can be loaded is refused: the request to resume cannot be honored, and starting from step
     0 in its place would silently discard the run.
 
     Returns:

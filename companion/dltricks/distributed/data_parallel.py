@@ -16,7 +16,7 @@ batch (up to the order of floating-point additions).
 
 Two things break that, and :func:`data_parallel_step` handles them as DDP does:
 
-* **Buffers.** Batch norm normalises each rank's shard by the shard's own statistics (not the global
+* **Buffers.** Batch norm normalizes each rank's shard by the shard's own statistics (not the global
   batch's: the run is then *not* one process on the concatenated batch, with DDP as with this code; for
   global statistics DDP offers ``nn.SyncBatchNorm``) and updates its running statistics from them, so the
   ranks' buffers would drift apart. ``broadcast_buffers=True`` (DDP's default) copies rank 0's buffers to
@@ -100,7 +100,7 @@ def average_gradients(model: nn.Module, *, find_unused_parameters: bool = False)
     comes to the host: one synchronization). A parameter without a gradient on every rank (frozen, or a
     branch no rank used) is left alone; one with a gradient on some ranks only is refused, unless
     ``find_unused_parameters``, where the ranks without it contribute zeros and every rank gets the
-    average (DDP's behaviour with the same flag). Then one all-reduce per parameter tensor, in the order
+    average (DDP's behavior with the same flag). Then one all-reduce per parameter tensor, in the order
     of ``model.parameters()`` (the same on every rank, which collectives require).
 
     Raises:
@@ -203,7 +203,7 @@ def train_data_parallel(
     Each epoch the rank takes its :func:`~dltricks.distributed.sharding.shard_indices` and cuts them into
     local batches of ``batch_size // world_size``, so the global batch is ``batch_size`` and the run
     replays one process training with batch ``batch_size`` on the same permutation (drop the last partial
-    batch), for a model without batch statistics; with batch norm each rank normalises by its own shard and
+    batch), for a model without batch statistics; with batch norm each rank normalizes by its own shard and
     every rank keeps rank 0's running statistics (both strategies broadcast the buffers from rank 0).
     Loss: cross-entropy for integer ``y``, mean squared error otherwise.
 
