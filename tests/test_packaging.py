@@ -93,7 +93,7 @@ def test_the_schedules_package_keeps_every_name_importable():
         "PlateauSchedule": callbacks, "Schedule": callbacks, "ReduceOnPlateau": plateau,
         "cosine_with_warmup": functions, "exponential_decay": functions, "one_cycle": functions,
         "one_cycle_momentum": functions, "piecewise_constant": functions, "power_decay": functions,
-        "step_decay": functions,
+        "step_decay": functions, "multi_step": functions,
     }  # fmt: skip
     assert set(sch.__all__) == set(names)
     for name, module in names.items():
