@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dltricks.compare import PairedComparison, compare_paired
+from dltricks.compare import PairedComparison, PairedOutcomes, compare_paired
 from dltricks.tuning import compare_tuned, from_scores
 
 # Keys ending in this suffix hold repeated draws of a cheap experiment (e.g. 200 data sets for a polynomial
@@ -27,6 +27,12 @@ def check_run_metadata(run: dict) -> None:
             assert len(entry["values"]) == len(run["seeds"]), key
 
 
+def outcomes_of(settings: dict) -> PairedOutcomes | None:
+    """The recorded per-image outcomes of a comparison (None for one recorded with ``n_test`` only)."""
+    recorded = settings.get("outcomes")
+    return None if recorded is None else PairedOutcomes(**recorded)
+
+
 def comparison(run: dict, key: str) -> PairedComparison:
     """Recompute a comparison recorded by ``dltricks.book.record_comparison`` from its two recorded arms.
 
@@ -42,6 +48,7 @@ def comparison(run: dict, key: str) -> PairedComparison:
         higher_is_better=settings["higher_is_better"],
         n_test=settings["n_test"],
         confidence=settings["confidence"],
+        outcomes=outcomes_of(settings),
     )
     assert result.verdict == settings["verdict"] == run["results"][f"{key}_verdict"]["value"], key
     np.testing.assert_allclose(entry["values"], result.diffs, rtol=1e-9, atol=1e-12)
@@ -70,7 +77,8 @@ def tuned_comparison(run: dict, key: str) -> PairedComparison:
         arms[role] = arm
     settings = entry["comparison"]
     result = compare_tuned(
-        arms["treatment"], arms["baseline"], n_test=settings["n_test"], confidence=settings["confidence"]
-    )
+        arms["treatment"], arms["baseline"], n_test=settings["n_test"], confidence=settings["confidence"],
+        outcomes=outcomes_of(settings),
+    )  # fmt: skip
     assert result.verdict == comparison(run, key).verdict, key
     return result

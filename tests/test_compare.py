@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from dltricks import book
-from dltricks.compare import VERDICTS, compare_paired
+from dltricks.compare import VERDICTS, PairedOutcomes, compare_paired
 
 
 def test_half_width_is_the_paired_t_interval_from_first_principles():
@@ -104,3 +104,146 @@ def test_record_comparison_keeps_what_a_claim_test_needs(tmp_path, monkeypatch):
     assert data["gain_text"]["value"].startswith("+10.7% ± 0.6% (helps; better in 3 of 3")
     again = compare_paired(data["gain"]["comparison"]["treatment"], data["gain"]["comparison"]["baseline"])
     assert again.verdict == data["gain"]["comparison"]["verdict"]
+
+
+# --- the paired sampling error (PairedOutcomes) ---
+
+
+def correlated_arms(rng, n_seeds, n_test, p=0.88, flip=0.05):
+    """Two arms that get mostly the same images right: the baseline disagrees on a fraction ``flip``."""
+    treatment = rng.random((n_seeds, n_test)) < p
+    baseline = treatment.copy()
+    flipped = rng.random((n_seeds, n_test)) < flip
+    baseline[flipped] = ~baseline[flipped]
+    return treatment, baseline
+
+
+def test_one_seed_gives_mcnemars_standard_error_of_a_difference_of_correlated_proportions():
+    t, b = correlated_arms(np.random.default_rng(1), 1, 5000)
+    only_t, only_b = float((t & ~b).mean()), float((~t & b).mean())
+    out = PairedOutcomes.from_correct(t, b)
+    assert out.mean_difference == pytest.approx(only_t - only_b, abs=1e-15)
+    # McNemar (1947): var = (p10 + p01 - (p10 - p01)^2) / N; ddof=1 gives the factor N / (N - 1)
+    assert out.sampling_error == pytest.approx(
+        math.sqrt((only_t + only_b - (only_t - only_b) ** 2) / (5000 - 1)), rel=1e-12
+    )
+    assert out.n_test == 5000 and out.n_seeds == 1
+
+
+def test_the_paired_error_predicts_the_spread_of_the_difference_over_fresh_test_sets():
+    """Calibration: the spread over many test sets drawn from one population of images is what it says."""
+    rng = np.random.default_rng(2)
+    population_t, population_b = correlated_arms(rng, 3, 200_000, flip=0.08)
+    observed, predicted = [], []
+    for _ in range(400):
+        idx = rng.choice(200_000, 2_000, replace=False)
+        out = PairedOutcomes.from_correct(population_t[:, idx], population_b[:, idx])
+        observed.append(out.mean_difference)
+        predicted.append(out.sampling_error)
+    # 400 draws: the sample std is within about 3.5% (1 sd) of the truth; 12% is > 3 sd
+    assert np.std(observed, ddof=1) == pytest.approx(np.mean(predicted), rel=0.12)
+
+
+def test_arms_that_agree_have_a_paired_error_well_below_the_binomial_one_and_it_can_decide():
+    rng = np.random.default_rng(3)
+    t, b = correlated_arms(rng, 3, 10_000, flip=0.02)
+    b[:, :40] = False  # the baseline loses 40 images the treatment gets right: +0.4 points, every seed
+    t[:, :40] = True
+    out = PairedOutcomes.from_correct(t, b)
+    acc_t, acc_b = t.mean(1), b.mean(1)
+    binomial = compare_paired(acc_t, acc_b, n_test=10_000)
+    paired = compare_paired(acc_t, acc_b, outcomes=out, n_test=10_000)
+    assert paired.sampling_error < 0.5 * binomial.sampling_error
+    assert paired.sampling_error == out.sampling_error
+    if binomial.half_width < binomial.sampling_error:  # the binomial error decides the margin there
+        assert binomial.margin > paired.margin
+
+
+def test_identical_arms_have_no_sampling_error_and_swapping_them_flips_the_mean_only():
+    t, b = correlated_arms(np.random.default_rng(4), 2, 1000)
+    same = PairedOutcomes.from_correct(t, t)
+    assert same.mean_difference == 0.0 and same.sampling_error == 0.0
+    forward, back = PairedOutcomes.from_correct(t, b), PairedOutcomes.from_correct(b, t)
+    assert back.mean_difference == pytest.approx(-forward.mean_difference, abs=1e-15)
+    assert back.sampling_error == pytest.approx(forward.sampling_error, rel=1e-12)
+    assert back.counts == forward.counts[::-1]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 4), st.integers(2, 60), st.integers(0, 2**32 - 1))
+def test_outcomes_do_not_depend_on_the_order_of_the_images(n_seeds, n_test, seed):
+    rng = np.random.default_rng(seed)
+    t, b = rng.random((n_seeds, n_test)) < 0.7, rng.random((n_seeds, n_test)) < 0.7
+    perm = rng.permutation(n_test)
+    out = PairedOutcomes.from_correct(t, b)
+    assert out == PairedOutcomes.from_correct(t[:, perm], b[:, perm])
+    assert out.mean_difference == pytest.approx(float((t.mean(1) - b.mean(1)).mean()), abs=1e-12)
+    k = (t.astype(int) - b.astype(int)).sum(0) / n_seeds
+    assert out.sampling_error == pytest.approx(float(np.std(k, ddof=1) / math.sqrt(n_test)), abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, pattern",
+    [
+        (dict(treatment=[0.9, 0.9], baseline=[0.8, 0.8], outcomes="x"), TypeError, "outcomes"),
+        (dict(treatment=[50.0, 60.0], baseline=[50.0, 61.0]), ValueError, "values in"),
+        (dict(treatment=[0.6, 0.6, 0.6], baseline=[0.5, 0.5, 0.5]), ValueError, "of 3 seeds"),
+        (dict(treatment=[0.6, 0.6], baseline=[0.5, 0.5], n_test=11), ValueError, "n_test = 11"),
+        (dict(treatment=[0.7, 0.7], baseline=[0.5, 0.5]), ValueError, "mean difference"),
+    ],
+)
+def test_outcomes_that_do_not_match_the_accuracies_are_refused(kwargs, error, pattern):
+    # two seeds, ten images: treatment right on 6, baseline on 5 (mean difference +0.1)
+    t = np.array([[1] * 6 + [0] * 4] * 2, dtype=bool)
+    b = np.array([[1] * 5 + [0] * 5] * 2, dtype=bool)
+    kwargs.setdefault("outcomes", PairedOutcomes.from_correct(t, b))
+    with pytest.raises(error, match=pattern):
+        compare_paired(**kwargs)
+    ok = compare_paired([0.6, 0.6], [0.5, 0.5], outcomes=PairedOutcomes.from_correct(t, b), n_test=10)
+    assert ok.sampling_error == pytest.approx(0.1)  # nine images agree, one differs (k = +2 of 2 seeds)
+
+
+@pytest.mark.parametrize(
+    "args, error, pattern",
+    [
+        (([[True, False]], [[True]]), ValueError, "baseline_correct"),
+        (([True, False], [True, False]), ValueError, "two-dimensional"),
+        (([[0.5, 1.0]], [[1, 0]]), TypeError, "treatment_correct"),
+        (([["a", "b"]], [[1, 0]]), TypeError, "treatment_correct"),
+    ],
+)
+def test_from_correct_refuses_what_is_not_per_seed_per_image_correctness(args, error, pattern):
+    with pytest.raises(error, match=pattern):
+        PairedOutcomes.from_correct(*args)
+
+
+@pytest.mark.parametrize(
+    "counts, n_seeds, error, pattern",
+    [
+        ((1, 2), 1, ValueError, "length 2 \\* n_seeds \\+ 1 = 3"),
+        ((1, -1, 2), 1, TypeError, "non-negative integers"),
+        ((1, 0.5, 2), 1, TypeError, "non-negative integers"),
+        ((0, 1, 0), 1, ValueError, "at least two test images"),
+        ((1, 1, 1), 0, ValueError, "n_seeds=0"),
+        ("abc", 1, TypeError, "counts"),
+    ],
+)
+def test_outcomes_refuse_counts_that_are_not_image_counts(counts, n_seeds, error, pattern):
+    with pytest.raises(error, match=pattern):
+        PairedOutcomes(counts, n_seeds)
+
+
+def test_record_comparison_records_the_outcomes_and_a_claim_test_recomputes_the_paired_margin(
+    tmp_path, monkeypatch
+):
+    from tests.chapter_results import comparison
+
+    monkeypatch.setattr(book, "_current", None)
+    book.start_chapter("paired", profile="quick", device="cpu", seeds=[0, 1, 2], results_dir=tmp_path)
+    t, b = correlated_arms(np.random.default_rng(5), 3, 4000)
+    out = PairedOutcomes.from_correct(t, b)
+    res = book.record_comparison("d", t.mean(1), b.mean(1), "{:+.2%}", outcomes=out, glue=False)
+    run = book.load_results(tmp_path / "paired.json")
+    assert run["results"]["d"]["comparison"]["outcomes"] == {"counts": list(out.counts), "n_seeds": 3}
+    again = comparison(run, "d")
+    assert again.sampling_error == res.sampling_error == out.sampling_error

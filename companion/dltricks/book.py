@@ -235,6 +235,7 @@ def record_comparison(
     confidence: float = 0.95,
     glue: bool = True,
     unit: str = "seeds",
+    outcomes: Any = None,
 ) -> Any:
     """Compare paired per-seed values (:func:`dltricks.compare.compare_paired`) and record the outcome.
 
@@ -247,8 +248,9 @@ def record_comparison(
 
     Args:
         name: the glue key of the differences.
-        treatment, baseline, higher_is_better, n_test, confidence: as in
-            :func:`~dltricks.compare.compare_paired`.
+        treatment, baseline, higher_is_better, n_test, confidence, outcomes: as in
+            :func:`~dltricks.compare.compare_paired` (``outcomes``, a
+            :class:`~dltricks.compare.PairedOutcomes`, is recorded too: a few counts).
         fmt: a ``str.format`` pattern for the differences, e.g. ``"{:+.1%}"``.
         glue: also glue into the notebook (default).
         unit: what the pairs are, for the phrase (``"seeds"``; e.g. ``"data sets"`` for repeated draws).
@@ -265,8 +267,9 @@ def record_comparison(
     if _current is None:
         raise RuntimeError("no chapter is being recorded: call dltricks.book.start_chapter(...) first")
     result = compare_paired(
-        treatment, baseline, higher_is_better=higher_is_better, n_test=n_test, confidence=confidence
-    )
+        treatment, baseline, higher_is_better=higher_is_better, n_test=n_test, confidence=confidence,
+        outcomes=outcomes,
+    )  # fmt: skip
     _current.record(name, result.diffs, fmt, glue=glue)
     _current.results[name]["comparison"] = {
         "treatment": [float(v) for v in np.asarray(treatment, dtype=float).ravel()],
@@ -274,6 +277,7 @@ def record_comparison(
         "higher_is_better": higher_is_better,
         "n_test": n_test,
         "confidence": confidence,
+        "outcomes": None if outcomes is None else outcomes.to_dict(),
         "margin": result.margin,
         "verdict": result.verdict,
     }
@@ -291,6 +295,7 @@ def record_tuned_comparison(
     n_test: int | None = None,
     confidence: float = 0.95,
     glue: bool = True,
+    outcomes: Any = None,
 ) -> Any:
     """Compare two arms tuned with the same budget (:func:`dltricks.tuning.compare_tuned`) and record it.
 
@@ -303,7 +308,8 @@ def record_tuned_comparison(
     Args:
         name: the glue key of the differences.
         treatment, baseline: :class:`~dltricks.tuning.TunedArm` s on the same seeds with the same budget.
-        fmt, n_test, confidence, glue: as in :func:`record_comparison`.
+        fmt, n_test, confidence, glue, outcomes: as in :func:`record_comparison`; ``outcomes`` are those of
+            the configurations each arm chose, seed by seed.
 
     Returns:
         The :class:`~dltricks.compare.PairedComparison`.
@@ -316,10 +322,11 @@ def record_tuned_comparison(
 
     if _current is None:
         raise RuntimeError("no chapter is being recorded: call dltricks.book.start_chapter(...) first")
-    compare_tuned(treatment, baseline, n_test=n_test, confidence=confidence)  # refuses an unfair pair first
+    # refuses an unfair pair first
+    compare_tuned(treatment, baseline, n_test=n_test, confidence=confidence, outcomes=outcomes)
     result = record_comparison(
         name, treatment.best_test, baseline.best_test, fmt, higher_is_better=treatment.higher_is_better,
-        n_test=n_test, confidence=confidence, glue=glue,
+        n_test=n_test, confidence=confidence, glue=glue, outcomes=outcomes,
     )  # fmt: skip
     _current.results[name]["tuning"] = {
         role: {

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from dltricks._checks import check_int, check_type, fail
-from dltricks.compare import PairedComparison, compare_paired
+from dltricks.compare import PairedComparison, PairedOutcomes, compare_paired
 
 
 @dataclass(frozen=True)
@@ -193,6 +193,7 @@ def compare_tuned(
     *,
     n_test: int | None = None,
     confidence: float = 0.95,
+    outcomes: PairedOutcomes | None = None,
 ) -> PairedComparison:
     """Compare two tuned arms on their chosen configurations' test scores, paired by seed.
 
@@ -200,6 +201,7 @@ def compare_tuned(
         treatment: the arm with the technique.
         baseline: the arm without it; the same seeds in the same order and the same budget.
         n_test, confidence: as in :func:`dltricks.compare.compare_paired`.
+        outcomes: as in :func:`dltricks.compare.compare_paired`, for the configurations each arm chose.
 
     Returns:
         The :class:`~dltricks.compare.PairedComparison` of ``treatment.best_test`` against
@@ -229,6 +231,7 @@ def compare_tuned(
         higher_is_better=treatment.higher_is_better,
         n_test=n_test,
         confidence=confidence,
+        outcomes=outcomes,
     )
 
 
