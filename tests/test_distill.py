@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -398,9 +399,9 @@ def test_more_bad_arguments(call, error, match):
 
 def test_accuracy_against_known_values():
     z = torch.tensor([[2.0, 0.0, 1.0], [0.0, 3.0, 1.0], [1.0, 0.0, 4.0], [5.0, 1.0, 0.0]])
-    y = torch.tensor([0, 1, 0, 2])
-    assert distill.accuracy(z, y).item() == 0.5
-    assert distill.accuracy(z, distill.pack_targets(y, logits(50, batch=4, classes=3))).item() == 0.5
+    y = torch.tensor([0, 1, 0, 0])  # right on examples 0, 1 and 3: 0.75 (0.5 would not tell == from !=)
+    assert distill.accuracy(z, y).item() == 0.75
+    assert distill.accuracy(z, distill.pack_targets(y, logits(50, batch=4, classes=3))).item() == 0.75
 
 
 def test_ensemble_logits_are_log_probabilities_times_t():
@@ -429,3 +430,71 @@ def test_ensemble_logits_are_log_probabilities_times_t():
 def test_ensemble_argument_messages(call, match):
     with pytest.raises((TypeError, ValueError), match=match):
         call()
+
+
+def test_the_public_functions_warn_nothing_on_ordinary_input():
+    """No warning reaches the user (torch's implicit-dim deprecation warning included)."""
+    z, v, y = logits(60), logits(61), torch.zeros(8, dtype=torch.long)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        distill.distillation_loss(z, v, 2.0)
+        distill.DistillationLoss(2.0, 0.5)(z, distill.pack_targets(y, v))
+        distill.ensemble_logits([z, v], 2.0)
+        distill.soft_targets(z, 2.0)
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (
+            lambda: distill.soft_targets("z"),
+            TypeError,
+            "`logits` must be a torch.Tensor of logits. Received: logits='z'",
+        ),
+        (
+            lambda: distill.distillation_loss(logits(0), torch.zeros(8)),
+            ValueError,
+            "`teacher_logits` must be a tensor of shape (batch, classes) with batch >= 1 and classes >= 2. "
+            "Received: teacher_logits='tensor of shape (8,)'",
+        ),
+        (
+            lambda: distill.distillation_loss(logits(0), logits(1, batch=3)),
+            ValueError,
+            "`teacher_logits` must be of the student's shape (8, 10). "
+            "Received: teacher_logits='tensor of shape (3, 10)'",
+        ),
+        (
+            lambda: distill.pack_targets([1, 2], logits(0)),
+            TypeError,
+            "`labels` must be a torch.Tensor of integer labels. Received: labels=[1, 2]",
+        ),
+        (
+            lambda: distill.pack_targets(torch.zeros(8, dtype=torch.long), torch.zeros(8, 1)),
+            ValueError,
+            "`teacher_logits` must be a tensor of shape (batch, classes) with batch >= 1 and classes >= 2. "
+            "Received: teacher_logits='tensor of shape (8, 1)'",
+        ),
+        (
+            lambda: distill.pack_targets(torch.zeros(7), logits(0)),
+            ValueError,
+            "`labels` must be a 1-D integer tensor of length 8. "
+            "Received: labels='tensor of shape (7,) and dtype torch.float32'",
+        ),
+        (
+            lambda: distill.pack_targets(torch.tensor([2**53 + 2, 0]), logits(0, batch=2, classes=3)),
+            ValueError,
+            "`labels` must be integers of magnitude at most 2**53 (exact in float64). "
+            f"Received: labels={2**53 + 2}",
+        ),
+        (
+            lambda: distill.ensemble_logits([logits(0), logits(1, batch=2)]),
+            ValueError,
+            "`logits[1]` must be of shape (8, 10) like logits[0]. "
+            "Received: logits[1]='tensor of shape (2, 10)'",
+        ),
+    ],
+)
+def test_refusals_word_for_word(call, error, message):
+    with pytest.raises(error) as info:
+        call()
+    assert str(info.value) == message

@@ -50,6 +50,18 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
     "cut": (["transfer/cut.py"], ["tests/test_transfer.py", "tests/test_transfer_modes.py"]),
     "freeze": (["transfer/freeze.py"], ["tests/test_transfer.py"]),
     "autoencoder": (["transfer/autoencoder.py"], ["tests/test_transfer.py"]),
+    "compare": (["compare.py"], ["tests/test_compare.py"]),
+    "agreement": (["agreement.py"], ["tests/test_agreement.py"]),
+    "tuning": (["tuning.py"], ["tests/test_tuning.py"]),
+    "cost": (
+        ["distributed/cost.py"],
+        [
+            "tests/test_distributed.py::test_the_ring_all_reduce_cost_model",
+            "tests/test_distributed.py::test_bad_inputs_are_rejected_naming_the_argument",
+            "tests/test_distributed.py::test_the_cost_model_defaults_bounds_and_frozen_parameters",
+            "tests/test_distributed.py::test_the_cost_model_refusals_word_for_word",
+        ],
+    ),
 }
 
 # Equivalent mutants: mutant name -> why no test can tell it from the original. A name that no longer
@@ -74,11 +86,21 @@ _COS_END = "t > n for t >= n: at t == n the cosine gives min_lr exactly (math.co
 _RESET_FIRST = "_recorded starts as '' instead of None: on_train_begin resets it before any use"
 _DEAD_STEP = "_step is only given names that list_checkpoints matched: its no-match branch is dead code"
 _ZERO_WEIGHT = "a term of weight 0 (alpha 0 or 1) is multiplied by 0: 0 * 1.0 == 0 * 0.0 (no tensor computed)"
-_IMPLICIT_DIM = "log_softmax(dim=None) on a 2-D tensor picks dim=1 (torch's legacy implicit dim), as passed"
+_NEVER_EMPTY = (
+    "the `else 0` for empty labels is dead: labels must have teacher_logits' length, and that is >= 1"
+)
+_CAT_PROMOTES = (
+    "one side's .to(dtype) dropped: torch.cat promotes to the wider dtype, and `dtype` is at least as wide"
+    " as both the labels' (integers up to 2**24, else float64) and the logits' (promote_types) dtypes"
+)
 EQUIVALENT: dict[str, str] = {
     "dltricks.distill.xǁDistillationLossǁ__call____mutmut_22": _ZERO_WEIGHT,
     "dltricks.distill.xǁDistillationLossǁ__call____mutmut_32": _ZERO_WEIGHT,
-    "dltricks.distill.x_ensemble_logits__mutmut_47": _IMPLICIT_DIM,
+    "dltricks.distill.x__check_temperature__mutmut_4": _NONE_IS_FALSE,
+    "dltricks.distill.x_pack_targets__mutmut_39": _NEVER_EMPTY,
+    "dltricks.distill.x_pack_targets__mutmut_41": _NEVER_EMPTY,
+    "dltricks.distill.x_pack_targets__mutmut_70": _CAT_PROMOTES,
+    "dltricks.distill.x_pack_targets__mutmut_71": _CAT_PROMOTES,
     "dltricks.clip.x__max_norm__mutmut_8": _NONE_IS_FALSE,
     "dltricks.clip.x_clip_vector_by_norm__mutmut_18": _NONE_IS_FALSE,
     "dltricks.clip.x_clip_vector_by_value__mutmut_18": _NONE_IS_FALSE,
