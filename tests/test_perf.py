@@ -184,6 +184,18 @@ def test_pad_channels_keeps_dtype_and_the_layout_of_non_image_tensors():
     assert plain.is_contiguous()  # a contiguous (NCHW) input stays NCHW
 
 
+def test_padded_tensors_and_layers_stay_on_the_device_of_the_original():
+    # The meta device (shapes only, no data) stands in for a GPU on the CPU: a zero block or a layer made on
+    # the default device instead would fail to concatenate with, or copy out of, the meta original.
+    x = torch.zeros(2, 3, 4, 4, device="meta")
+    assert pad_channels(x).device.type == "meta" and pad_channels(x).shape == (2, 4, 4, 4)
+    conv = pad_conv_in_channels(nn.Conv2d(3, 8, 3, device="meta"))
+    linear = pad_linear(nn.Linear(3, 5, device="meta"))
+    for p in (conv.weight, conv.bias, linear.weight, linear.bias):
+        assert p.device.type == "meta"
+    assert conv.weight.shape == (8, 4, 3, 3) and linear.weight.shape == (8, 8)
+
+
 def test_padding_to_a_multiple_of_one_changes_no_size():
     x, conv, lin = torch.randn(2, 3, 4, 4), nn.Conv2d(3, 2, 1), nn.Linear(3, 5)
     assert pad_channels(x, 1) is x
