@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -247,3 +248,130 @@ def test_record_comparison_records_the_outcomes_and_a_claim_test_recomputes_the_
     assert run["results"]["d"]["comparison"]["outcomes"] == {"counts": list(out.counts), "n_seeds": 3}
     again = comparison(run, "d")
     assert again.sampling_error == res.sampling_error == out.sampling_error
+
+
+# --- refusals word for word, boundaries and defaults pinned (mutation testing) ---
+
+_T = np.array([[1] * 6 + [0] * 4] * 2, dtype=bool)  # two seeds, ten images: +0.1 on each seed
+_B = np.array([[1] * 5 + [0] * 5] * 2, dtype=bool)
+_OUT = PairedOutcomes.from_correct(_T, _B)
+_ACC = "given only for accuracies (values in [0, 1])"
+
+
+@pytest.mark.parametrize(
+    "call, error, message",
+    [
+        (lambda: compare_paired("ab", [1.0, 2.0]), TypeError,
+         "`treatment` must be a sequence of numbers. Received: treatment='ab'"),
+        (lambda: compare_paired(["a", "b"], [1.0, 2.0]), TypeError,
+         "`treatment` must be a sequence of numbers. Received: treatment=['a', 'b']"),
+        (lambda: compare_paired([1.0, 2.0], [[1.0], [2.0, 3.0]]), TypeError,
+         "`baseline` must be a sequence of numbers. Received: baseline=[[1.0], [2.0, 3.0]]"),
+        (lambda: compare_paired([1.0, 2.0], [1.0, float("inf")]), ValueError,
+         "`baseline` must be finite numbers (a diverged run needs its own handling, not an average). "
+         "Received: baseline=[1.0, inf]"),
+        (lambda: compare_paired([1.0, 2.0], [1.0]), ValueError,
+         "`baseline` must be as long as `treatment` (2 values, one per seed). Received: baseline=[1.0]"),
+        (lambda: compare_paired([1.0], [1.0]), ValueError,
+         "`treatment` must be at least two per-seed values (one seed has no spread to judge by). "
+         "Received: treatment=[1.0]"),
+        (lambda: compare_paired([1.0, 2.0], [1.0, 2.0], higher_is_better=1), TypeError,
+         "`higher_is_better` must be a bool. Received: higher_is_better=1"),
+        (lambda: compare_paired([1.0, 2.0], [1.0, 2.0], confidence=0.0), ValueError,
+         "`confidence` must be a real number in (0, 1). Received: confidence=0.0"),
+        (lambda: compare_paired([1.0, 2.0], [1.0, 2.0], confidence=-0.5), ValueError,
+         "`confidence` must be a real number in (0, 1). Received: confidence=-0.5"),
+        (lambda: compare_paired([1.5, 1.0], [0.5, 0.5], n_test=10), ValueError,
+         f"`n_test` must be {_ACC}. Received: n_test=10"),
+        (lambda: compare_paired([1.5, 1.0], [0.5, 0.5], outcomes=_OUT), ValueError,
+         f"`outcomes` must be {_ACC}. Received: outcomes={_OUT!r}"),
+        (lambda: compare_paired([0.6, 0.6], [0.5, 0.5], outcomes="x"), TypeError,
+         "`outcomes` must be a PairedOutcomes (PairedOutcomes.from_correct). Received: outcomes='x'"),
+        (lambda: compare_paired([0.6, 0.6, 0.6], [0.5, 0.5, 0.5], outcomes=_OUT), ValueError,
+         "`outcomes` must be of 3 seeds, one per value. Received: outcomes='2 seeds'"),
+        (lambda: compare_paired([0.6, 0.6], [0.5, 0.5], outcomes=_OUT, n_test=11), ValueError,
+         "`outcomes` must be over n_test = 11 images. Received: outcomes='10 images'"),
+        (lambda: compare_paired([0.7, 0.7], [0.5, 0.5], outcomes=_OUT), ValueError,
+         "`outcomes` must be with the accuracies' mean difference 0.2 (the same models and images). "
+         "Received: outcomes='mean difference 0.1'"),
+        (lambda: PairedOutcomes("abc", 1), TypeError,
+         "`counts` must be a sequence of image counts, one per value of k. Received: counts='abc'"),
+        (lambda: PairedOutcomes(5, 1), TypeError,
+         "`counts` must be a sequence of image counts, one per value of k. Received: counts=5"),
+        (lambda: PairedOutcomes((1, 2, 3), 2), ValueError,
+         "`counts` must be of length 2 * n_seeds + 1 = 5. Received: counts=(1, 2, 3)"),
+        (lambda: PairedOutcomes((1, -1, 2), 1), TypeError,
+         "`counts` must be non-negative integers (numbers of test images). Received: counts=(1, -1, 2)"),
+        (lambda: PairedOutcomes((0, 1, 0), 1), ValueError,
+         "`counts` must be at least two test images in all. Received: counts=(0, 1, 0)"),
+        (lambda: PairedOutcomes.from_correct([[1, 0], [1]], [[1, 0]]), TypeError,
+         "`treatment_correct` must be an array of booleans of shape (n_seeds, n_test). "
+         "Received: treatment_correct=[[1, 0], [1]]"),
+        (lambda: PairedOutcomes.from_correct([[1, 0]], [[0.5, 1.0]]), TypeError,
+         "`baseline_correct` must be booleans (or 0/1): whether each seed's model got each image right. "
+         "Received: baseline_correct=[[0.5, 1.0]]"),
+        (lambda: PairedOutcomes.from_correct([[1, 0]], [1, 0]), ValueError,
+         "`baseline_correct` must be two-dimensional, (n_seeds, n_test), not of shape (2,). "
+         "Received: baseline_correct=[1, 0]"),
+        (lambda: PairedOutcomes.from_correct([[True, False]], [[True]]), ValueError,
+         "`baseline_correct` must be of the treatment's shape (1, 2). "
+         "Received: baseline_correct='shape (1, 1)'"),
+    ],
+)  # fmt: skip
+def test_refusals_word_for_word(call, error, message):
+    with pytest.raises(error) as info:
+        call()
+    assert str(info.value) == message
+
+
+def test_accuracies_of_exactly_0_and_1_and_one_test_image_are_accepted():
+    res = compare_paired([1.0, 1.0], [0.0, 0.0], n_test=1)  # the bounds of [0, 1] are accuracies too
+    assert res.sampling_error == 0.5 and res.verdict == "helps"  # p = 0.5 on one image: sqrt(0.25 / 1)
+    out = PairedOutcomes.from_correct(np.ones((2, 3), bool), np.zeros((2, 3), bool))
+    assert compare_paired([1.0, 1.0], [0.0, 0.0], outcomes=out).mean == 1.0
+
+
+def test_the_verdict_needs_more_than_the_margin_a_tie_is_no_clear_difference():
+    # Zero spread, so the margin is the binomial error: p = 0.5 on 4 images gives sqrt(0.25 / 4) = 0.25,
+    # exactly the difference (all values exact in binary floating point).
+    res = compare_paired([0.625, 0.625], [0.375, 0.375], n_test=4)
+    assert (res.mean, res.margin, res.half_width) == (0.25, 0.25, 0.0)
+    assert res.verdict == "no clear difference"
+    assert compare_paired([0.375, 0.375], [0.625, 0.625], n_test=4).verdict == "no clear difference"
+    assert compare_paired([0.625, 0.625], [0.375, 0.375], n_test=5).verdict == "helps"  # margin 0.224
+
+
+def test_a_loss_difference_inside_the_margin_is_no_clear_difference():
+    # Five seeds, the treatment's loss lower by 1 on average; the t half-width is 1.81: the difference is
+    # inside it (twice the difference would not be).
+    d = np.array([-0.8, 0.0, 1.0, 2.0, 2.8])
+    b = np.full(5, 10.0)
+    res = compare_paired(b - d, b, higher_is_better=False)
+    assert 1.0 < res.half_width < 2.0 and res.verdict == "no clear difference"
+    assert res.higher_is_better is False and res.n_better == 3
+    assert compare_paired(b + d, b).higher_is_better is True
+
+
+def test_a_tied_seed_is_not_counted_as_better():
+    res = compare_paired([0.5, 0.7, 0.9], [0.5, 0.6, 0.7])
+    assert res.n_better == 2
+    assert compare_paired([0.5, 0.5], [0.6, 0.5], higher_is_better=False).n_better == 1
+
+
+def test_outcomes_mean_difference_is_matched_within_1e_9():
+    same = PairedOutcomes.from_correct(_T, _T)  # mean difference 0
+    assert compare_paired([1e-9, 1e-9], [0.0, 0.0], outcomes=same).mean == 1e-9  # rounding tolerated
+    with pytest.raises(ValueError, match="mean difference"):
+        compare_paired([3e-9, 3e-9], [0.0, 0.0], outcomes=same)
+
+
+def test_zero_one_integer_arrays_equal_booleans_and_counts_are_plain_ints():
+    assert PairedOutcomes.from_correct(_T.astype(int), _B.astype(np.int8)) == _OUT
+    out = PairedOutcomes([1, np.int64(2), 3], 1)
+    assert out.counts == (1, 2, 3) and all(type(c) is int for c in out.counts)
+    assert json.loads(json.dumps(out.to_dict())) == {"counts": [1, 2, 3], "n_seeds": 1}
+
+
+def test_describe_default_format():
+    res = compare_paired([2e-5, 1e-5, 3e-5], [0.0, 0.0, 0.0])
+    assert res.describe() == "+2e-05 ± 1e-05 (no clear difference; better in 3 of 3 seeds)"

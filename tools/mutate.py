@@ -89,6 +89,7 @@ _ZERO_WEIGHT = "a term of weight 0 (alpha 0 or 1) is multiplied by 0: 0 * 1.0 ==
 _NEVER_EMPTY = (
     "the `else 0` for empty labels is dead: labels must have teacher_logits' length, and that is >= 1"
 )
+_INT_COUNTS = "counts as an int array instead of float: d is float, so every product and sum is float anyway"
 _CAT_PROMOTES = (
     "one side's .to(dtype) dropped: torch.cat promotes to the wider dtype, and `dtype` is at least as wide"
     " as both the labels' (integers up to 2**24, else float64) and the logits' (promote_types) dtypes"
@@ -101,6 +102,12 @@ EQUIVALENT: dict[str, str] = {
     "dltricks.distill.x_pack_targets__mutmut_41": _NEVER_EMPTY,
     "dltricks.distill.x_pack_targets__mutmut_70": _CAT_PROMOTES,
     "dltricks.distill.x_pack_targets__mutmut_71": _CAT_PROMOTES,
+    "dltricks.compare.x_compare_paired__mutmut_55": _NONE_IS_FALSE,
+    "dltricks.compare.x_compare_paired__mutmut_56": _MAX_NONE,
+    "dltricks.compare.xǁPairedOutcomesǁ_values__mutmut_10": _INT_COUNTS,
+    "dltricks.compare.xǁPairedOutcomesǁ_values__mutmut_12": _INT_COUNTS,
+    "dltricks.compare.xǁPairedOutcomesǁfrom_correct__mutmut_66": "arrays[0] and arrays[1] have one shape here"
+    " (checked just above), so either gives n_seeds",
     "dltricks.clip.x__max_norm__mutmut_8": _NONE_IS_FALSE,
     "dltricks.clip.x_clip_vector_by_norm__mutmut_18": _NONE_IS_FALSE,
     "dltricks.clip.x_clip_vector_by_value__mutmut_18": _NONE_IS_FALSE,
