@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -75,3 +76,24 @@ def test_default_results_dir_follows_the_environment(monkeypatch, tmp_path):
     # Outside the build (JupyterLab): never the folder `make book` renders the book from.
     assert book.default_results_dir() == tmp_path / "_build" / "interactive" / "results"
     assert book.default_results_dir() != tmp_path / "_build" / "results"
+
+
+def test_tensorflow_is_quiet_before_a_chapter_imports_it(monkeypatch):
+    """The one place the log level is set: a chapter's set-up call, before any Keras cell imports TensorFlow;
+    a value the user set is kept."""
+    from dltricks.keras import QUIET_TENSORFLOW_ENV, quiet_tensorflow
+
+    for key in QUIET_TENSORFLOW_ENV:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setattr(book, "module_available", lambda name, needed_for=None: name == "tensorflow")
+    assert book.tensorflow_available()
+    assert {k: os.environ[k] for k in QUIET_TENSORFLOW_ENV} == {
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "KERAS_BACKEND": "tensorflow",
+    }
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")
+    assert quiet_tensorflow()["TF_CPP_MIN_LOG_LEVEL"] == "0"
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL")
+    monkeypatch.setattr(book, "module_available", lambda name, needed_for=None: False)
+    assert not book.tensorflow_available()
+    assert "TF_CPP_MIN_LOG_LEVEL" not in os.environ  # without TensorFlow nothing is set

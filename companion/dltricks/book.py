@@ -371,8 +371,18 @@ def module_available(name: str, needed_for: str | None = None) -> bool:
 
 
 def tensorflow_available() -> bool:
-    """Whether TensorFlow can be imported here (the Keras cells run only then)."""
-    return module_available("tensorflow")
+    """Whether TensorFlow can be imported here (the Keras cells run only then).
+
+    When it can, TensorFlow is made quiet before anything imports it
+    (:func:`dltricks.keras.quiet_tensorflow`): a chapter calls this in its set-up cell, so its Keras cells
+    need no settings of their own.
+    """
+    found = module_available("tensorflow")
+    if found:
+        from dltricks.keras import quiet_tensorflow
+
+        quiet_tensorflow()
+    return found
 
 
 def _is_number(value: Any) -> bool:

@@ -12,6 +12,23 @@ from typing import Any
 
 from dltricks._checks import check_float, check_int, fail
 
+# TensorFlow's C++ logging reads TF_CPP_MIN_LOG_LEVEL once, when TensorFlow is imported: 2 keeps errors and
+# drops the INFO and WARNING lines it prints at start-up (oneDNN's custom-operations notice, the CUDA/cuDNN/
+# cuBLAS factory probes, absl's "All log messages before absl::InitializeLog()"). Keras 3 reads KERAS_BACKEND
+# the same way. Python warnings (the ``warnings`` module: a deprecation a reader should see) are unaffected.
+QUIET_TENSORFLOW_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "KERAS_BACKEND": "tensorflow"}
+
+
+def quiet_tensorflow() -> dict[str, str]:
+    """Set TensorFlow's log level and Keras' backend in ``os.environ`` (values already set are kept), for a
+    TensorFlow imported after this call; return the values in effect. The one place the book sets them.
+
+    Nothing changes for a TensorFlow already imported: its C++ log level was read at import.
+    """
+    import os
+
+    return {key: os.environ.setdefault(key, value) for key, value in QUIET_TENSORFLOW_ENV.items()}
+
 
 def regularizer(l1: float = 0.0, l2: float = 0.0) -> Any:
     """A Keras kernel regularizer: ``l1 * sum|w| + l2 * sum(w**2)`` (``None`` when both are zero).
