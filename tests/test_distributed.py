@@ -173,6 +173,56 @@ def test_the_ring_all_reduce_cost_model():
     assert scaling_efficiency(1.0, 0.25, 4) == 1.0
 
 
+def test_the_cost_model_defaults_bounds_and_frozen_parameters():
+    # Defaults: no latency and no overlap, so the whole ring time adds up.
+    assert predicted_step_seconds(1.0, 10**9, 4, 1e9) == pytest.approx(0.25 + 1.5)
+    # Bounds are inclusive where the docstring says so: no gradient, a compute time below 1 s, latency and
+    # overlap at their ends, one rank.
+    assert ring_allreduce_bytes(0, 2) == 0
+    assert predicted_step_seconds(0.5, 0, 2, 1e9, latency=0.0, overlap=0.0) == 0.25
+    assert predicted_step_seconds(0.5, 0, 2, 0.5, latency=0.5, overlap=0.0) == pytest.approx(0.25 + 1.0)
+    assert scaling_efficiency(0.5, 0.5, 1) == 1.0
+    # Only trainable parameters send gradients.
+    model = nn.Sequential(nn.Linear(10, 4), nn.Linear(4, 2))  # 44 + 10 parameters
+    model[0].requires_grad_(False)
+    assert gradient_bytes(model) == 10 * 4
+
+
+@pytest.mark.parametrize(
+    "call, error, message",
+    [
+        (lambda: ring_allreduce_bytes(1.5, 2), TypeError,
+         "`grad_bytes` must be an integer >= 0. Received: grad_bytes=1.5"),
+        (lambda: ring_allreduce_bytes(1, 0), ValueError,
+         "`world_size` must be an integer >= 1. Received: world_size=0"),
+        (lambda: predicted_step_seconds(0.0, 1, 2, 1.0), ValueError,
+         "`compute_seconds` must be a real number in (0, inf). Received: compute_seconds=0.0"),
+        (lambda: predicted_step_seconds(1.0, 1, 0, 1.0), ValueError,
+         "`world_size` must be an integer >= 1. Received: world_size=0"),
+        (lambda: predicted_step_seconds(1.0, 1, 2, 0.0), ValueError,
+         "`bandwidth` must be a real number in (0, inf). Received: bandwidth=0.0"),
+        (lambda: predicted_step_seconds(1.0, 1, 2, 1.0, latency=-1.0), ValueError,
+         "`latency` must be a real number in [0, inf). Received: latency=-1.0"),
+        (lambda: predicted_step_seconds(1.0, 1, 2, 1.0, overlap=-0.5), ValueError,
+         "`overlap` must be a real number in [0, 1]. Received: overlap=-0.5"),
+        (lambda: predicted_step_seconds(1.0, 1, 2, 1.0, overlap=1.5), ValueError,
+         "`overlap` must be a real number in [0, 1]. Received: overlap=1.5"),
+        (lambda: scaling_efficiency(0.0, 1.0, 1), ValueError,
+         "`seconds_one` must be a real number in (0, inf). Received: seconds_one=0.0"),
+        (lambda: scaling_efficiency(1.0, 0.0, 1), ValueError,
+         "`seconds_n` must be a real number in (0, inf). Received: seconds_n=0.0"),
+        (lambda: scaling_efficiency(1.0, 1.0, 0), ValueError,
+         "`world_size` must be an integer >= 1. Received: world_size=0"),
+        (lambda: gradient_bytes("net"), TypeError,
+         "`model` must be a torch.nn.Module. Received: model='net'"),
+    ],
+)  # fmt: skip
+def test_the_cost_model_refusals_word_for_word(call, error, message):
+    with pytest.raises(error) as info:
+        call()
+    assert str(info.value) == message
+
+
 # ---- failures ------------------------------------------------------------------------------------------
 
 
