@@ -65,3 +65,24 @@ def test_half_precision_inputs_are_computed_in_float64():
 def test_bad_input_is_refused_naming_the_argument(s, t, error, match):
     with pytest.raises(error, match=match):
         agreement(s, t)
+
+
+@pytest.mark.parametrize(
+    ("s", "t", "error", "message"),
+    [
+        ([[0.0, 1.0]], torch.zeros(1, 2), TypeError,
+         "`student_logits` must be a floating-point torch.Tensor. Received: student_logits=[[0.0, 1.0]]"),
+        (torch.zeros(1, 2), [[0.0, 1.0]], TypeError,
+         "`teacher_logits` must be a floating-point torch.Tensor. Received: teacher_logits=[[0.0, 1.0]]"),
+        (torch.zeros(4), torch.zeros(4), ValueError,
+         "`student_logits` must be shape (N, C) with N >= 1 and C >= 2. Received: student_logits=(4,)"),
+        (torch.zeros(2, 3), torch.tensor([[0.0, float("inf"), 0.0], [0.0, 0.0, 0.0]]), ValueError,
+         "`teacher_logits` must be finite values. Received: teacher_logits='a tensor with NaN or infinity'"),
+        (torch.zeros(3, 4), torch.zeros(3, 5), ValueError,
+         "`student_logits` must be the teacher's shape (3, 5). Received: student_logits=(3, 4)"),
+    ],
+)  # fmt: skip
+def test_refusals_word_for_word(s, t, error, message):
+    with pytest.raises(error) as info:
+        agreement(s, t)
+    assert str(info.value) == message

@@ -510,3 +510,30 @@ def test_replace_head_in_place_keeps_bias_setting_and_dtype():
         replace_head(nn.Sequential(nn.ReLU()), 2)
     with pytest.raises(TypeError, match="`model`"):
         replace_head("net", 2)
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: discriminative_rates(nn.Sequential(nn.ReLU()), 0.1),
+         "`model` must be a module with parametrized children. Received: model='Sequential'"),
+        (lambda: discriminative_rates(bn_mlp(), 0.1, decay=1.5),
+         "`decay` must be a real number in (0, 1]. Received: decay=1.5"),
+        (lambda: param_groups(bn_mlp(), {}, lr=0), "`lr` must be a real number in (0, inf). Received: lr=0"),
+        (lambda: param_groups(nn.Sequential(nn.Linear(2, 2)), {"x": 0.1}, lr=0.1),
+         "`rates` must be keyed by names of children of `model` (['0']) or ''. Received: rates='x'"),
+        (lambda: param_groups(nn.Sequential(nn.Linear(2, 2)), {"0": 0}, lr=0.1),
+         "`rates['0']` must be a real number in (0, inf). Received: rates['0']=0"),
+    ],
+)  # fmt: skip
+def test_rates_refusals_word_for_word(call, message):
+    with pytest.raises(ValueError) as info:
+        call()
+    assert str(info.value) == message
+
+
+def test_param_groups_of_nested_children_go_to_the_direct_child():
+    model = nn.Sequential(nn.Sequential(nn.Linear(2, 2), nn.Sequential(nn.Linear(2, 2))), nn.Linear(2, 1))
+    groups = param_groups(model, {"0": 0.01}, lr=0.1)
+    assert [(g["name"], g["lr"], len(g["params"])) for g in groups] == [("0", 0.01, 4), ("1", 0.1, 2)]
+    assert groups[0]["param_names"] == ["0.0.weight", "0.0.bias", "0.1.0.weight", "0.1.0.bias"]

@@ -90,6 +90,10 @@ _NEVER_EMPTY = (
     "the `else 0` for empty labels is dead: labels must have teacher_logits' length, and that is >= 1"
 )
 _INT_COUNTS = "counts as an int array instead of float: d is float, so every product and sum is float anyway"
+_DOTTED_HEAD = (
+    "`dot or head in children` for `dot and ...`: a dotted name's head is always a child (named_parameters'"
+    " prefixes), and a root parameter cannot share a child's name (register_parameter refuses it)"
+)
 _CAT_PROMOTES = (
     "one side's .to(dtype) dropped: torch.cat promotes to the wider dtype, and `dtype` is at least as wide"
     " as both the labels' (integers up to 2**24, else float64) and the logits' (promote_types) dtypes"
@@ -108,6 +112,15 @@ EQUIVALENT: dict[str, str] = {
     "dltricks.compare.xǁPairedOutcomesǁ_values__mutmut_12": _INT_COUNTS,
     "dltricks.compare.xǁPairedOutcomesǁfrom_correct__mutmut_66": "arrays[0] and arrays[1] have one shape here"
     " (checked just above), so either gives n_seeds",
+    "dltricks.agreement.x_agreement__mutmut_65": _ONE_DEVICE + " (the device given as None)",
+    "dltricks.agreement.x_agreement__mutmut_67": _ONE_DEVICE,
+    "dltricks.agreement.x_agreement__mutmut_72": _ONE_DEVICE + " (the device given as None)",
+    "dltricks.agreement.x_agreement__mutmut_74": _ONE_DEVICE,
+    "dltricks.transfer.rates.x_discriminative_rates__mutmut_5": _NONE_IS_FALSE,
+    "dltricks.transfer.rates.x_discriminative_rates__mutmut_19": _NONE_IS_FALSE,
+    "dltricks.transfer.rates.x_param_groups__mutmut_31": _NONE_IS_FALSE,
+    "dltricks.transfer.rates.x_param_groups__mutmut_58": _NONE_IS_FALSE,
+    "dltricks.transfer.rates.x_param_groups__mutmut_76": _DOTTED_HEAD,
     "dltricks.clip.x__max_norm__mutmut_8": _NONE_IS_FALSE,
     "dltricks.clip.x_clip_vector_by_norm__mutmut_18": _NONE_IS_FALSE,
     "dltricks.clip.x_clip_vector_by_value__mutmut_18": _NONE_IS_FALSE,
