@@ -5,6 +5,7 @@ Everything runs on a CPU; the GPU-only paths skip there with the reason.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -433,6 +434,89 @@ def test_autocast_model_trains_in_fit_with_bfloat16():
     ref_history = fit(ref, TensorBatches(x, y, 64, seed=0), ref_opt, epochs=3, progress=False)
     loss, ref_loss = history["loss"][-1], ref_history["loss"][-1]
     assert abs(loss - ref_loss) <= 0.02 * ref_loss
+
+
+def test_mixed_precision_state_before_any_step_and_on_a_cuda_device_type():
+    amp = MixedPrecision()
+    assert amp.last_skipped is False and (amp.steps, amp.skipped) == (0, 0)
+    assert MixedPrecision(device="cuda").device_type == "cuda"  # accepted without a GPU (nothing runs yet)
+    # The scaler belongs to the device type given: without CUDA, torch disables a CUDA scaler (and says so).
+    if torch.cuda.is_available():
+        assert MixedPrecision("float16", device="cuda").scaler.is_enabled()
+    else:
+        with pytest.warns(UserWarning, match="CUDA is not available"):
+            assert not MixedPrecision("float16", device="cuda").scaler.is_enabled()
+
+
+def test_float16_autocast_on_the_cpu_runs_in_float16():
+    # Not the device's default autocast dtype (bfloat16 on the CPU): the one asked for.
+    lin, x = nn.Linear(4, 2), torch.randn(3, 4)
+    with MixedPrecision("float16", device="cpu").autocast():
+        assert lin(x).dtype == torch.float16
+
+
+def test_skipped_steps_are_counted_and_old_gradients_are_dropped_not_zeroed():
+    model, x, y = _problem()
+    extra = nn.Parameter(torch.ones(3))  # stepped by the optimizer, unused by the model's loss
+    opt = torch.optim.SGD([*model.parameters(), extra], lr=0.1, weight_decay=0.5)
+    extra.grad = torch.ones(3)  # a gradient left over from before the step
+    amp = MixedPrecision("bfloat16", device="cpu")
+    amp.step(model, opt, x[:8], y[:8])
+    # Dropped (None), the optimizer leaves `extra` alone; zeroed, weight decay would still shrink it.
+    assert extra.grad is None and torch.equal(extra, torch.ones(3))
+    for _ in range(2):
+        amp.step(model, opt, x[:8], y[:8], loss_fn=lambda out, t: out.sum() * math.inf)
+    assert (amp.steps, amp.skipped, amp.last_skipped) == (3, 2, True)
+
+
+def test_autocast_model_runs_bfloat16_autocast_on_its_parameters_device_and_passes_keywords(monkeypatch):
+    class Scaled(nn.Module):
+        def __init__(self, device=None):
+            super().__init__()
+            self.lin = nn.Linear(2, 2, device=device)
+
+        def forward(self, x, *, scale=1.0):
+            return self.lin(x) * scale
+
+    model = Scaled()
+    x = torch.randn(3, 2)
+    with torch.no_grad():
+        torch.testing.assert_close(AutocastModel(model)(x, scale=0.0), torch.zeros(3, 2))
+    # Which autocast it opens: the meta device (shapes only) stands in for a GPU's parameters on the CPU.
+    seen = []
+    real = torch.autocast
+
+    def recording(device_type, *args, **kwargs):
+        seen.append((device_type, kwargs.get("dtype")))
+        return real("cpu", *args, **kwargs) if device_type == "cpu" else contextlib.nullcontext()
+
+    monkeypatch.setattr(torch, "autocast", recording)
+    AutocastModel(model)(x)
+    AutocastModel(Scaled(device="meta"))(torch.zeros(3, 2, device="meta"))
+    AutocastModel(nn.Identity())(x)  # no parameters: the CPU
+    assert seen == [("cpu", torch.bfloat16), ("meta", torch.bfloat16), ("cpu", torch.bfloat16)]
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (lambda: to_channels_last(LIN, torch.zeros(1, 1, 1, 1), 3), TypeError,
+         "`inputs[1]` must be a torch.Tensor (N, C, H, W). Received: inputs[1]=3"),
+        (lambda: to_channels_last(LIN, torch.zeros(2, 3)), ValueError,
+         "`inputs[0]` must be 4-D (N, C, H, W). Received: inputs[0]='tensor of shape (2, 3)'"),
+        (lambda: AutocastModel(LIN, dtype="float16"), ValueError,
+         "`dtype` must be bfloat16 here (float16 needs a GradScaler: use MixedPrecision.step). "
+         "Received: dtype='float16'"),
+        (lambda: MixedPrecision().step(LIN, "opt", X2, Y4), TypeError,
+         "`optimizer` must be a torch.optim.Optimizer. Received: optimizer='opt'"),
+        (lambda: MixedPrecision().step(LIN, torch.optim.SGD(LIN.parameters()), X2, Y4, before_step=1),
+         TypeError, "`before_step` must be None or a callable before_step(). Received: before_step=1"),
+    ],
+)  # fmt: skip
+def test_amp_refusals_word_for_word(call, error, message):
+    with pytest.raises(error) as info:
+        call()
+    assert str(info.value) == message
 
 
 def test_channels_last_changes_the_layout_not_the_result():
