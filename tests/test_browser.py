@@ -3,7 +3,8 @@
 Each page is served from a local HTTP server, as a reader's browser would get it, and fails on what a reader
 would see go wrong: a console error, an image that did not load, maths left as raw LaTeX, library logs or
 bare values printed under a cell, a table wider than the content column. Internal links (page and anchor)
-are checked from the HTML of every page.
+are checked from the HTML of every page. At a laptop's and a desktop's width (1280 and 1920 px) every code
+line fits its block, no block scrolls sideways, and every table (the general index's too) fits the column.
 
 `.ci/run` installs `chromium` and `chromium-driver` from Debian; elsewhere the test skips when they are
 missing, except under CI, where a missing browser is a failure.
@@ -70,6 +71,41 @@ def browser():
     driver.set_page_load_timeout(60)
     yield driver
     driver.quit()
+
+
+# Measures the code blocks and tables of the open page; a JSON string. Hidden cells are opened first (a
+# reader may open them). A line is too wide when its rendered width (the block's own font, measured on a
+# canvas) exceeds the block's inner width: with the book's CSS a long cell line wraps instead of scrolling,
+# so a scroll bar alone would miss it. A block scrolls when it, or a wrapper up to the article, overflows.
+CODE_FIT_JS = """
+const art = document.querySelector('article.bd-article') || document.body;
+for (const d of art.querySelectorAll('details')) d.open = true;
+const ctx = document.createElement('canvas').getContext('2d');
+const out = {wide: [], scrolls: [], tables: [], lines: 0};
+for (const pre of art.querySelectorAll('pre')) {
+  if (!pre.offsetParent) continue;
+  const cs = getComputedStyle(pre);
+  ctx.font = `${cs.fontStyle} ${cs.fontWeight} ${cs.fontSize} ${cs.fontFamily}`;
+  const inner = pre.clientWidth - (parseFloat(cs.paddingLeft) || 0) - (parseFloat(cs.paddingRight) || 0);
+  const output = pre.closest('.cell_output, .output') !== null;
+  for (const line of pre.textContent.replace(/\\n$/, '').split('\\n')) {
+    out.lines += output ? 0 : 1;
+    if (!output && ctx.measureText(line.replace(/\\t/g, '        ')).width > inner + 0.5)
+      out.wide.push(line.length + ' chars: ' + line.trim().slice(0, 70));
+  }
+  for (let el = pre; el && el !== art; el = el.parentElement) {
+    if (['auto', 'scroll'].includes(getComputedStyle(el).overflowX) && el.scrollWidth > el.clientWidth + 1) {
+      out.scrolls.push(el.scrollWidth + ' > ' + el.clientWidth + ' px: ' + pre.textContent.slice(0, 60));
+      break;
+    }
+  }
+}
+const right = art.getBoundingClientRect().right;
+for (const t of art.querySelectorAll('table'))
+  if (t.scrollWidth > t.parentElement.clientWidth + 1 || t.getBoundingClientRect().right > right + 1)
+    out.tables.push(t.innerText.slice(0, 60));
+return JSON.stringify(out);
+"""
 
 
 def pages(html: Path) -> list[str]:
@@ -139,3 +175,34 @@ def test_internal_links_reach_their_page_and_anchor(site):
             elif fragment and target_path.suffix == ".html" and fragment not in anchors(target_path):
                 problems.append(f"{page}: link to a missing anchor {href}")
     assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("width", [1280, 1920])
+def test_code_and_tables_fit_the_column(site, browser, width):
+    """Issue 26: at a laptop's and a desktop's width no code line is wider than its block (cells, included
+    package source, code fences), no block scrolls sideways and every table fits, on every page and the
+    general index. Phone widths may scroll."""
+    import json
+
+    html, base = site
+    problems: list[str] = []
+    lines = 0
+    browser.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": False},
+    )
+    try:
+        for page in [*pages(html), "genindex.html"]:
+            browser.get(base + page)
+            browser.execute_async_script(
+                "const done = arguments[arguments.length - 1]; document.fonts.ready.then(() => done(true));"
+            )
+            found = json.loads(browser.execute_script(CODE_FIT_JS))
+            lines += found["lines"]
+            problems += [f"{width} px {page}: code line wider than its block: {w}" for w in found["wide"]]
+            problems += [f"{width} px {page}: block scrolls sideways: {w}" for w in found["scrolls"]]
+            problems += [f"{width} px {page}: table wider than the column: {t!r}" for t in found["tables"]]
+    finally:
+        browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+    assert lines > 0, "no code measured: the page layout changed?"
+    assert not problems, f"{len(problems)} problem(s):\n" + "\n".join(problems)
