@@ -85,7 +85,8 @@ def pad_conv_in_channels(conv: nn.Conv2d, multiple: int = 4) -> nn.Conv2d:
     c_in = pad_to_multiple(conv.in_channels, multiple)
     w = conv.weight
     new = nn.Conv2d(
-        c_in, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,  # type: ignore[arg-type]
+        c_in, conv.out_channels,
+        conv.kernel_size, conv.stride, conv.padding, conv.dilation,  # type: ignore[arg-type]
         bias=conv.bias is not None, padding_mode=conv.padding_mode, device=w.device, dtype=w.dtype,
     )  # fmt: skip
     with torch.no_grad():
