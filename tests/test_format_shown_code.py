@@ -36,3 +36,11 @@ def test_the_line_length_is_checked(capsys):
     with pytest.raises(SystemExit):
         fsc.main(["--line-length", "10"])
     assert "--line-length must be at least 40; received 10" in capsys.readouterr().err
+
+
+def test_a_trailing_semicolon_that_hides_a_cells_value_is_kept():
+    """ruff drops the ';' that stops a notebook showing the last expression's value (a comparison's repr
+    under a figure duplicated the figure's name): the refit keeps it."""
+    code = 'book.record_comparison("a_key", treatment_values, baseline_values, "{:+.1%}", n_test=N);'
+    out, _ = fsc.fit_code(code, 60)
+    assert out != code and out.rstrip().endswith(");")

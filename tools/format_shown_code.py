@@ -87,6 +87,9 @@ def fit_code(code: str, line_length: int) -> tuple[str, list[str]]:
             snippet = textwrap.dedent("\n".join(old)) + "\n"
             new = ruff_format(snippet, line_length - col).rstrip("\n").split("\n")
             new = [indent + line if line else line for line in new]
+            if old[-1].rstrip().endswith(";") and not new[-1].endswith(";"):
+                # ruff drops a trailing ';', which in a notebook hides the last expression's value: keep it
+                new[-1] += ";"
             if new != old:
                 lines[start - 1 : end] = new
                 changed = True
