@@ -177,7 +177,8 @@ def lr_range_test(
     saved: dict[str, Any] | None = None
     if restore:
         # Deep copies: the optimizer's state_dict() shares its tensors with the live state.
-        loader = copy.deepcopy(batches.state_dict()) if _stateful(batches) else None  # type: ignore[attr-defined]
+        stateful = _stateful(batches)
+        loader = copy.deepcopy(batches.state_dict()) if stateful else None  # type: ignore[attr-defined]
         saved = {
             "model": copy.deepcopy(model.state_dict()),
             "optimizer": copy.deepcopy(optimizer.state_dict()),
