@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -104,3 +105,44 @@ def test_nbval_reproduces_the_checked_outputs(tmp_path, chapter):
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert "passed" in proc.stdout
+
+
+# What TensorFlow, absl, oneDNN, the CUDA probes and the Jupyter kernel print when nobody quiets them.
+LOG_NOISE = re.compile(
+    r"oneDNN|absl|TF_ENABLE_ONEDNN_OPTS|cuda_(?:dnn|blas|fft|drivers)|Unable to register cu|"
+    r"This TensorFlow binary|computation placer|^[IWEF]\d{4} \d\d:\d\d|IPKernelApp|"
+    r"KeyboardInterrupt caught|tensorflow/core|xla/",
+    re.M,
+)
+
+
+@pytest.mark.book
+def test_the_build_prints_no_log_noise(tmp_path):
+    """Issue 26: `make book`'s output is the build's own progress and real errors. Distillation's smoke
+    profile imports TensorFlow and runs Keras; nothing of TensorFlow's, absl's or the kernel's may show."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "build_book.py"), "--profile", "smoke",
+         "--only", "distillation", "--no-html", "--jobs", "1", "--build-dir", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True,
+        env={k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"},  # the build sets it
+    )  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    assert not LOG_NOISE.findall(out), out[-4000:]
+    stray = [line for line in out.splitlines() if line.strip() and not line.startswith("[book]")]
+    assert not stray, stray
+
+
+@pytest.mark.book
+def test_no_page_shows_log_noise(built_book):
+    """Issue 26: no executed chapter's output (stderr included, which the site drops) holds log lines."""
+    import nbformat
+
+    found = []
+    for path in sorted((built_book / "executed" / "book").glob("*.ipynb")):
+        for cell in nbformat.read(path, as_version=4).cells:
+            for output in cell.get("outputs", []):
+                text = output.get("text", "") if output.get("output_type") == "stream" else ""
+                text += str(output.get("data", {}).get("text/plain", ""))
+                found += [f"{path.stem}: {m.group(0)!r}" for m in LOG_NOISE.finditer(text)]
+    assert not found, found

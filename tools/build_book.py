@@ -169,9 +169,12 @@ def _run_papermill(source: Path, out: Path, cwd: Path, env_extra: dict, label: s
             # papermill fails a cell whose output arrives more than iopub_timeout after its reply (nbclient's
             # default, 4 s, is exceeded on a loaded 2-core machine: seen with a load average of 20).
             iopub_timeout=120,
-            # The kernel's own start-up notice (TCP without encryption, for a kernel on this machine) is not
-            # the chapter's: keep the build's output to the chapters' progress and real errors.
-            extra_arguments=["--IPKernelApp.log_level=ERROR"],
+            # The kernel's own log is not the chapter's: its start-up notice (TCP without encryption, for a
+            # kernel on this machine), and the ERROR "KeyboardInterrupt caught in kernel." that ipykernel
+            # logs when jupyter_client's shutdown_kernel() interrupts it (it always does, first) while it is
+            # still answering a message. A chapter's own errors reach the build through papermill (the
+            # failing cell and its traceback), so the build's output keeps to progress and real errors.
+            extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
         )
     finally:
         state["done"] = True
