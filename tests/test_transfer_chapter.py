@@ -127,15 +127,18 @@ def test_no_refinement_beats_fine_tuning_everything_at_a_tuned_rate(tl):
 
 
 def test_pretraining_with_100_labels(tl):
-    """The autoencoder's encoder is clearly worse than training from scratch; model A is within the noise of
-    scratch and clearly better than the autoencoder."""
+    """The autoencoder's encoder is clearly worse than training from scratch; model A is never clearly worse
+    than scratch and clearly better than the autoencoder. (Model A against scratch is "no clear difference"
+    at quick's first seeds 0-303 and "helps", 6 of 6 seeds, in the full profile: the prose words it through
+    glue, so the test pins only what the argument needs.)"""
     assert verdict(tl, "ae_vs_scratch_small") == "hurts"
-    assert verdict(tl, "a_vs_scratch_small") == "no clear difference"
+    assert verdict(tl, "a_vs_scratch_small") != "hurts"
     assert verdict(tl, "a_vs_ae_small") == "helps"
 
 
 def test_few_label_methods(tl):
-    assert verdict(tl, "few_finetune") == "no clear difference"
+    # Fine-tuning model A: no clear difference in quick, helps in full (as above); never hurts.
+    assert verdict(tl, "few_finetune") != "hurts"
     assert verdict(tl, "few_augment") == "hurts"
     assert verdict(tl, "few_pseudo") == "no clear difference"
     assert verdict(tl, "emb_vs_pix_lr") != "helps"
