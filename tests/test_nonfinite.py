@@ -17,7 +17,7 @@ from torch import nn
 from dltricks.clip import GradientClipping
 from dltricks.diagnostics.lr_range import lr_range_test
 from dltricks.diagnostics.overfit import overfit_one_batch
-from dltricks.nonfinite import finite_flag, gradients, loss_and_finite
+from dltricks.nonfinite import DeviceSums, finite_flag, first_step_pending, gradients, loss_and_finite
 from dltricks.train import fit
 
 INF, NAN = float("inf"), float("nan")
@@ -208,3 +208,48 @@ def test_gradients_skips_parameters_without_a_gradient():
     a, b = nn.Parameter(torch.ones(2)), nn.Parameter(torch.ones(3))
     (a.sum() * 2).backward()
     assert [g.tolist() for g in gradients([a, b])] == [[2.0, 2.0]]
+
+
+# --- pinned by mutation testing (issue 25, section 4) ------------------------------------------------------
+
+
+def test_first_step_pending_looks_past_a_group_without_momentum():
+    # A plain group first, a momentum group after it: the momentum group's first step still needs the
+    # host read (stopping at the plain group would let a device-side skip leave its buffers uninitialised).
+    plain, heavy = nn.Linear(2, 2), nn.Linear(2, 2)
+    sgd = torch.optim.SGD(
+        [{"params": plain.parameters(), "momentum": 0.0}, {"params": heavy.parameters()}],
+        lr=0.1,
+        momentum=0.9,
+        fused=True,
+    )
+    x = torch.ones(3, 2)
+    (plain(x).sum() + heavy(x).sum()).backward()
+    assert first_step_pending(sgd)
+    sgd.step()
+    assert not first_step_pending(sgd)
+
+
+def test_device_sums_live_on_the_loss_device_in_float64_or_float32_on_mps():
+    sums = DeviceSums(torch.device("meta"))  # a device other than the default CPU: the state must follow
+    assert sums.device == torch.device("meta")
+    assert sums.sums.device.type == "meta" and sums.first.device.type == "meta"
+    assert sums.sums.dtype == torch.float64
+
+    class NoState(DeviceSums):  # no tensors allocated: this machine may have no MPS device
+        def _reset(self) -> None:
+            pass
+
+    assert NoState(torch.device("mps")).dtype == torch.float32  # MPS has no float64
+    assert NoState(torch.device("cpu")).dtype == torch.float64
+
+
+def test_device_sums_report_the_first_bad_step_and_its_loss_exactly():
+    sums = DeviceSums(torch.device("cpu"))
+    good, bad = torch.tensor(True), torch.tensor(False)
+    sums.add(torch.tensor(0.5), good, 4)
+    sums.add(torch.tensor(0.1, dtype=torch.float64), bad, 4)  # finite loss, bad gradient; 0.1 not float32
+    sums.add(torch.tensor(NAN), bad, 4)
+    window = sums.read()
+    assert window == (2.0, 4, 2, 3, 1, 0.1)  # float64 throughout: 0.1 exactly as loss.item() gives it
+    assert sums.read().first_nonfinite is None and math.isnan(sums.read().first_loss)  # a new window

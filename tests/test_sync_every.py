@@ -113,6 +113,21 @@ def test_a_skipped_first_step_leaves_fused_momentum_sgd_exact(dampening):
         assert torch.equal(p["momentum_buffer"], q["momentum_buffer"])
 
 
+def test_a_skipped_first_step_is_exact_when_a_group_without_momentum_comes_first():
+    # The momentum group is the second one: stopping the search at the plain first group let the device
+    # skip the first step, and the uninitialised momentum buffers then drove the weights to about 2e9.
+    def make(params):
+        lin_weight, lin_bias, s = params
+        return torch.optim.SGD([{"params": [s], "momentum": 0.0}, {"params": [lin_weight, lin_bias]}],
+                               lr=0.1, momentum=0.9, fused=True)  # fmt: skip
+
+    data = batches(bad_loss={0, 5})
+    ref_model, ref_opt, ref = run(1, make, data, nonfinite="skip")
+    model, opt, history = run(4, make, data, nonfinite="skip")
+    assert history["skipped"] == ref["skipped"] == [2, 2, 2]
+    assert same_weights(model, ref_model)
+
+
 def test_the_first_step_of_fused_momentum_sgd_is_read_on_the_host_and_only_it():
     model = SqrtAtZero()
     sgd = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, fused=True)
