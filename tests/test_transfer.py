@@ -537,3 +537,117 @@ def test_param_groups_of_nested_children_go_to_the_direct_child():
     groups = param_groups(model, {"0": 0.01}, lr=0.1)
     assert [(g["name"], g["lr"], len(g["params"])) for g in groups] == [("0", 0.01, 4), ("1", 0.1, 2)]
     assert groups[0]["param_names"] == ["0.0.weight", "0.0.bias", "0.1.0.weight", "0.1.0.bias"]
+
+
+# --- cut.py pinned by mutation testing (issue 25, section 4) -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "call, error, message",
+    [
+        (lambda: FeatureExtractor("net", "1"), TypeError,
+         "`model` must be a torch.nn.Module. Received: model='net'"),
+        (lambda: FeatureExtractor(bn_mlp(), 1), TypeError,
+         "`layer` must be a string (a submodule's name). Received: layer=1"),
+        (lambda: FeatureExtractor(Nested(), "features.1", example=[1.0]), TypeError,
+         "`example` must be a torch.Tensor (an input batch) or None. Received: example=[1.0]"),
+        (lambda: FeatureExtractor(nn.Sequential(nn.Linear(2, 2), nn.ReLU()), "nope"), ValueError,
+         "`layer` must be the name of a submodule of `model` (its children: ['0', '1'])."
+         " Received: layer='nope'"),
+        (lambda: replace_head("net", 2), TypeError,
+         "`model` must be a torch.nn.Module. Received: model='net'"),
+        (lambda: replace_head(nn.Sequential(nn.ReLU()), 2), ValueError,
+         "`model` must be a network with an nn.Linear output layer. Received: model='Sequential'"),
+        (lambda: replace_head(bn_mlp(), 2, head="2"), ValueError,
+         "`head` must be the name of an nn.Linear in `model` (one of ['1', '4', '6']). Received: head='2'"),
+        (lambda: replace_head(bn_mlp(), 0), ValueError,
+         "`num_classes` must be an integer >= 1. Received: num_classes=0"),
+    ],
+)  # fmt: skip
+def test_cut_refusals_word_for_word(call, error, message):
+    with pytest.raises(error) as info:
+        call()
+    assert str(info.value) == message
+
+
+class TwoHeads(nn.Module):
+    """Heads inside a container: replace_head must reach them by a dotted name."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trunk = nn.Linear(4, 3)
+        self.heads = nn.ModuleDict({"main": nn.Linear(3, 2), "aux": nn.Linear(3, 5)})
+
+    def forward(self, x):
+        h = self.trunk(x)
+        return self.heads["main"](h), self.heads["aux"](h)
+
+
+def test_replace_head_reaches_a_nested_head_by_its_dotted_name_and_keeps_its_bias():
+    torch.manual_seed(0)
+    model = TwoHeads()
+    new = replace_head(model, 1, head="heads.main")  # one output (a binary logit) is allowed
+    main = new.heads["main"]
+    assert (main.in_features, main.out_features) == (3, 1) and main.bias is not None
+    assert main is not model.heads["main"] and model.heads["main"].out_features == 2  # the original untouched
+    assert torch.equal(new.heads["aux"].weight, model.heads["aux"].weight)  # the other head kept
+    assert [o.shape for o in new(torch.randn(6, 4))] == [(6, 1), (6, 5)]
+    assert replace_head(model, 7).heads["aux"].out_features == 7  # the last nn.Linear, dotted "heads.aux"
+
+
+def test_replace_head_puts_the_new_head_on_the_old_heads_device():
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)).to("meta")  # not the default device
+    new = replace_head(model, 5)
+    assert new[2].weight.device.type == "meta" and new[2].bias.device.type == "meta"
+
+
+def test_a_sequential_cut_is_the_slice_and_holds_its_parameters_at_once():
+    model = bn_mlp()
+    cut = FeatureExtractor(model, "2")
+    assert isinstance(cut.body, nn.Sequential) and len(cut.body) == 3  # model[:3], before any call
+    assert [id(p) for p in cut.parameters()] == [id(p) for p in model[:3].parameters()]
+    cut.double()  # .to/.double on the slice: its layers move (they are the model's own layers)
+    assert model[1].weight.dtype == torch.float64 and model[2].running_mean.dtype == torch.float64
+    assert model[6].weight.dtype == torch.float32  # above the cut: not part of the slice
+    assert cut.eval()(torch.randn(3, 12, dtype=torch.float64)).dtype == torch.float64
+    cut.to_empty(device="meta", recurse=False)  # not recursive: the extractor holds nothing itself
+    assert model[1].weight.device.type == "cpu"
+
+
+class Stem(nn.Module):
+    """A root parameter, a buffers-only leaf, a layer called twice, then the layers above."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cls = nn.Parameter(torch.zeros(1, 4))
+        self.norm = nn.BatchNorm1d(4, affine=False)
+        self.twice = nn.Linear(4, 4)
+        self.after = nn.Linear(4, 4)
+        self.top = nn.Linear(4, 2)
+
+    def forward(self, x):
+        x = self.norm(x + self.cls)
+        return self.top(self.after(self.twice(torch.relu(self.twice(x)))))
+
+
+def test_a_hooked_cut_registers_root_parameters_buffers_only_leaves_and_each_tensor_once():
+    torch.manual_seed(0)
+    model = Stem()
+    cut = FeatureExtractor(model, "after")
+    x = torch.randn(5, 4)
+    for _ in range(2):  # the second call must not register anything again
+        cut(x)
+        held = list(cut.state_dict(keep_vars=True).values())
+        assert len(held) == len({id(t) for t in held})  # each tensor once
+        expected = [model.cls, *model.norm.buffers(), *model.twice.parameters(), *model.after.parameters()]
+        assert {id(t) for t in held} == {id(t) for t in expected}
+        assert {id(p) for p in cut.parameters()} == {id(p) for p in expected if p.requires_grad}
+        assert {id(b) for b in cut.buffers()} == {id(b) for b in model.norm.buffers()}
+    assert not any(p is model.top.weight for p in cut.parameters())  # above the cut
+
+
+def test_a_hooked_cut_passes_recurse_on_to_the_whole_model():
+    model = Stem()
+    cut = FeatureExtractor(model, "after", example=torch.randn(2, 4))
+    cut.to_empty(device="meta", recurse=False)  # only the model's own tensors: the root parameter
+    assert model.cls.device.type == "meta" and model.twice.weight.device.type == "cpu"

@@ -98,7 +98,22 @@ _CAT_PROMOTES = (
     "one side's .to(dtype) dropped: torch.cat promotes to the wider dtype, and `dtype` is at least as wide"
     " as both the labels' (integers up to 2**24, else float64) and the logits' (promote_types) dtypes"
 )
+_WHERE_PROMOTES = (
+    "DeviceSums.first made in the default float32: torch.where(is_first, <float64 index and loss>, first)"
+    " promotes to float64, so the first bad loss is stored in float64 anyway, and only NaN (exact in both) is"
+    " ever held in float32; read() concatenates with the float64 sums"
+)
+_GETATTR_NONE = "getattr(..., None) for getattr(..., False) under bool(): None is false like False"
+_ROOT_SUBMODULE = "get_submodule('') returns the module itself, so `if parent_name or True` gives `new` too"
+_TRACED_NONE = "_traced starts as None instead of False: it is only read as `not self._traced`"
+_RECURSE_NONE = "parameters(recurse=None): torch reads `recurse` only for its truth value, and None is false"
 EQUIVALENT: dict[str, str] = {
+    "dltricks.transfer.cut.x_replace_head__mutmut_63": _ROOT_SUBMODULE,
+    "dltricks.transfer.cut.xǁFeatureExtractorǁ__init____mutmut_85": _TRACED_NONE,
+    "dltricks.transfer.cut.xǁFeatureExtractorǁ_adopt__mutmut_16": _RECURSE_NONE,
+    "dltricks.nonfinite.x_skips_on_device__mutmut_4": _GETATTR_NONE,
+    "dltricks.nonfinite.xǁDeviceSumsǁ_reset__mutmut_13": _WHERE_PROMOTES + " (dtype=None)",
+    "dltricks.nonfinite.xǁDeviceSumsǁ_reset__mutmut_17": _WHERE_PROMOTES + " (dtype dropped)",
     "dltricks.distill.xǁDistillationLossǁ__call____mutmut_22": _ZERO_WEIGHT,
     "dltricks.distill.xǁDistillationLossǁ__call____mutmut_32": _ZERO_WEIGHT,
     "dltricks.distill.x__check_temperature__mutmut_4": _NONE_IS_FALSE,
