@@ -70,7 +70,7 @@ PAIRED = ["teacher_vs_alone", "ensemble_vs_teacher"] + [
     for b in BUDGETS
     for k in ("kd_vs_alone", "mid_vs_high_t_narrow", "mid_vs_high_t_student", "mid_vs_high_t_wide",
               "unlabeled_vs_labeled", "omit_kd_vs_control", "few_soft_vs_hard", "ens_vs_single",
-              "peer_vs_alone")
+              "peer_vs_alone", "clipped_vs_unclipped")
 ]  # fmt: skip
 
 
@@ -130,6 +130,29 @@ def test_no_student_is_broken(kd):
         c = kd["results"][f"kd_vs_alone_{b}"]["comparison"]
         np.testing.assert_allclose(c["treatment"], 1 - values(kd, f"err_distilled_{b}") / n_test, atol=1e-12)
         np.testing.assert_allclose(c["baseline"], 1 - values(kd, f"err_alone_{b}") / n_test, atol=1e-12)
+        # The students of the other widths, at T = 4 and T = 20 (the narrow one collapsed to chance once,
+        # before the gradients were clipped).
+        for width in ("narrow", "student", "wide"):
+            c = kd["results"][f"mid_vs_high_t_{width}_{b}"]["comparison"]
+            for acc in (c["treatment"], c["baseline"]):
+                assert (n_test * (1 - np.asarray(acc)) < 1.25 * worst).all(), (width, b, acc, worst)
+
+
+def test_clipping_binds_where_the_page_says_and_only_there(kd):
+    """The page: unclipped, the narrow student at T = 20 reaches gradient norms far above the bound, which
+    hard-label training almost never reaches; clipping never costs accuracy there. (Seen: hard-label runs'
+    largest norm a median 5-7, clipped on <= 0.1% of steps; unclipped T = 20 runs 18-380.)"""
+    clip = values(kd, "clip_norm")[0]
+    assert values(kd, "clipped_hard")[0] < 0.01  # "almost as it was"
+    assert values(kd, "clipped_t20")[0] > values(kd, "clipped_hard")[0]
+    hard = np.median(values(kd, "grad_max_hard"))  # per seed: the largest of its hard-label runs
+    for b in BUDGETS:
+        free = values(kd, f"grad_max_unclipped_{b}")
+        assert free.min() > clip, free  # every unclipped run has steps the bound would have cut
+        assert np.median(free) > 2 * hard, (free, hard)
+        dead = values(kd, f"dead_unclipped_{b}")
+        assert ((dead >= 0) & (dead <= 1)).all(), dead
+        assert comparison(kd, f"clipped_vs_unclipped_{b}").verdict != "hurts"
 
 
 def test_omitted_class_is_learned_from_soft_targets_and_not_from_labels(kd):
@@ -171,17 +194,30 @@ def test_alpha_is_chosen_on_validation_images(kd):
 
 
 def test_the_verdicts_the_argument_rests_on(kd):
-    """Held at first seeds 0 and 404 (quick): the teacher beats the student alone; at x4 the distilled student
-    beats the student alone when both are tuned with the same budget, and gains from the longer budget; soft
-    targets beat early-stopped hard labels on few images; the distilled student learns the omitted class
-    where its labels-only control cannot; the distilled student agrees more with its teacher at x4."""
-    helps = ["teacher_vs_alone", "kd_vs_alone_tuned_b4", "distilled_tuned_b4_vs_b1", "distilled_b4_vs_b1",
-             "agree_kd_vs_alone_b4", "kl_kd_vs_alone_b4", "few_soft_vs_hard_b1", "few_soft_vs_hard_b4",
-             "omit_kd_vs_control_b1", "omit_kd_vs_control_b4"]  # fmt: skip
+    """Held at first seeds 0, 404, 505 and 606 (quick): the teacher beats the student alone; at x4 the
+    distilled student beats the student alone (at the paper's setting, and when both are tuned with the same
+    budget) and gains from the longer budget; soft targets beat early-stopped hard labels on few images; the
+    distilled student beats its labels-only control on the omitted class in every seed; the distilled
+    student agrees more with its teacher at x4."""
+    helps = ["teacher_vs_alone", "kd_vs_alone_tuned_b4", "kd_vs_alone_b4", "distilled_b4_vs_b1",
+             "agree_kd_vs_alone_b4", "kl_kd_vs_alone_b4", "few_soft_vs_hard_b1",
+             "few_soft_vs_hard_b4"]  # fmt: skip
     pinned = dict.fromkeys(helps, "helps")
     for name, verdict in pinned.items():
         assert comparison(kd, name).verdict == verdict, name
     assert comparison(kd, "kd_vs_alone_tuned_b1").verdict != "hurts"
+    # The omitted class: after the bias shift the distilled student beats its labels-only control on the
+    # dresses in every seed. The control's recovery by exclusion is bimodal (0%, 29% and 63% at first seed
+    # 505), so with three seeds the paired t interval may not call the mean clear: "helps" at first seeds 0
+    # and 404, "no clear difference" at 505.
+    for b in BUDGETS:
+        result = comparison(kd, f"omit_kd_vs_control_{b}")
+        assert result.verdict != "hurts" and result.n_better == result.n, b
+    # Patience (Beyer et al. 2022): the longer budget never costs the tuned distilled student, and its lead
+    # over the tuned student alone is larger at x4 than at x1 (+0.6 and +1.4 points at first seeds 0, 404;
+    # the difference of differences is only worded "helps" when the seeds agree closely enough).
+    assert comparison(kd, "distilled_tuned_b4_vs_b1").verdict != "hurts"
+    assert comparison(kd, "kd_lead_b4_vs_b1").mean > 0
     # The ensemble of three teachers is not called better than one unless the paired margin says so.
     assert comparison(kd, "ensemble_vs_teacher").verdict != "hurts"
 
