@@ -77,6 +77,30 @@ def test_evaluate_restores_training_mode():
     assert net.training
 
 
+def test_evaluate_restores_each_modules_mode_when_it_raises():
+    """Issue 25 (modes changed behind the caller's back): a metric or a batch that raises mid-evaluation must
+    not leave a training model in eval mode (dropout off, batch norm frozen) for the caller's next step."""
+    net = mlp(2, (4,), 3, dropout=0.5)
+    net.train()
+    net[3].eval()  # a submodule the caller keeps in eval mode (its dropout) stays so
+
+    def broken(out, y):
+        raise RuntimeError("metric failed")
+
+    with pytest.raises(RuntimeError, match="metric failed"):
+        evaluate(net, [(torch.zeros(3, 2), torch.zeros(3, dtype=torch.long))], metrics={"bad": broken})
+    assert net.training and not net[3].training
+    assert [m.training for m in net.modules()] == [True, True, True, True, False, True]
+
+    def batches():
+        yield torch.zeros(3, 2), torch.zeros(3, dtype=torch.long)
+        raise OSError("disk gone")
+
+    with pytest.raises(OSError, match="disk gone"):
+        evaluate(net, batches())
+    assert net.training and not net[3].training
+
+
 def test_callbacks_are_called_and_can_stop_training():
     calls = []
 

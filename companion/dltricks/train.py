@@ -19,7 +19,7 @@ from torch import nn
 from tqdm.std import tqdm
 
 from dltricks._checks import check_choice, check_int, check_type
-from dltricks._modes import restore_modes, save_modes
+from dltricks._modes import saved_modes
 from dltricks.callbacks import Batch, Callback, History, Metric, TrainState
 from dltricks.checkpoint import CheckpointError
 from dltricks.device import resolve_device
@@ -53,19 +53,21 @@ def evaluate(
 ) -> dict[str, float]:
     """Mean loss and metrics of ``model`` over ``batches`` in evaluation mode, weighted by batch size.
 
+    Each submodule's own ``training`` flag is restored afterwards, also when evaluation raises (a frozen
+    layer stays in eval mode; a model the caller had in training mode is back in it).
+
     Raises:
         ValueError: when ``batches`` yields no batch.
     """
     metrics = {"accuracy": accuracy} if metrics is None else metrics
     dev = resolve_device(device)
-    modes = save_modes(model)  # each submodule's own mode comes back (a frozen layer stays in eval mode)
-    model.eval()
     # Sums stay on the device and come over once at the end: no host sync per batch. float64 (float32 on MPS)
     # sums of value x n in batch order: the same arithmetic as summing .item() x n on the host.
     dtype = torch.float32 if dev.type == "mps" else torch.float64
     totals: torch.Tensor | None = None
     count = 0
-    with torch.no_grad():
+    with saved_modes(model), torch.no_grad():
+        model.eval()
         for x, y in batches:
             x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
             out = model(x)
@@ -74,7 +76,6 @@ def evaluate(
             row = torch.stack([torch.as_tensor(v, device=dev).reshape(()).real.to(dtype) for v in values]) * n
             totals = row if totals is None else totals + row
             count += n
-    restore_modes(modes)
     if totals is None or count == 0:
         raise ValueError("`batches` must yield at least one batch. Received: an empty iterable")
     return {k: v / count for k, v in zip(["loss", *metrics], totals.tolist(), strict=True)}
