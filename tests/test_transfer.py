@@ -651,3 +651,67 @@ def test_a_hooked_cut_passes_recurse_on_to_the_whole_model():
     cut = FeatureExtractor(model, "after", example=torch.randn(2, 4))
     cut.to_empty(device="meta", recurse=False)  # only the model's own tensors: the root parameter
     assert model.cls.device.type == "meta" and model.twice.weight.device.type == "cpu"
+
+
+class Scaled(nn.Module):
+    """A non-leaf module with a buffer of its own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("scale", torch.full((1, 4), 2.0))
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.lin(x) * self.scale
+
+
+class Positions(nn.Module):
+    """Own buffers of non-leaf modules: the root's positions (persistent) and mask (not), a block's scale."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cls = nn.Parameter(torch.zeros(1, 4))
+        self.register_buffer("pos", torch.arange(4.0).unsqueeze(0))
+        self.register_buffer("mask", torch.ones(1, 4), persistent=False)
+        self.block = Scaled()
+        self.norm = nn.BatchNorm1d(4)
+        self.top = nn.Linear(4, 2)
+        self.register_buffer("unused", torch.zeros(1))  # a root buffer: the root runs, so it counts too
+
+    def forward(self, x):
+        return self.top(self.norm(self.block((x + self.cls + self.pos) * self.mask)))
+
+
+def test_a_hooked_cut_registers_the_own_buffers_of_non_leaf_modules_and_they_follow_every_move():
+    torch.manual_seed(0)
+    model = Positions()
+    cut = FeatureExtractor(model, "norm", example=torch.randn(3, 4))
+
+    def buffers():  # the model's current tensors (a move replaces them)
+        return [model.pos, model.mask, model.unused, model.block.scale, *model.norm.buffers()]
+
+    def params():
+        return [model.cls, *model.block.lin.parameters(), *model.norm.parameters()]
+
+    def same(tensors, expected):  # each expected tensor once, nothing else
+        return len(tensors) == len(expected) and {id(t) for t in tensors} == {id(t) for t in expected}
+
+    assert same(list(cut.buffers()), buffers()) and same(list(cut.parameters()), params())
+    saved = cut.state_dict(keep_vars=True)  # as in the model: the non-persistent mask is not saved
+    assert same(list(saved.values()), [t for t in buffers() + params() if t is not model.mask])
+    assert saved["shared.0.pos"] is model.pos and saved["shared.1.scale"] is model.block.scale
+    # a view holds the module's own tensors only, never its children (they are under `used`)
+    assert [repr(v) for v in cut.shared] == [
+        "_OwnState(of Positions: cls, pos, mask, unused)",
+        "_OwnState(of Scaled: scale)",
+    ]
+    fresh = Positions()
+    fresh.pos.fill_(-1.0)
+    fresh.block.scale.fill_(0.0)
+    FeatureExtractor(fresh, "norm", example=torch.randn(3, 4)).load_state_dict(cut.state_dict())
+    assert torch.equal(fresh.pos, model.pos) and torch.equal(fresh.block.scale, model.block.scale)
+    cut.double()  # a dtype move replaces every buffer by a new tensor: the extractor holds the new ones
+    assert model.pos.dtype == torch.float64 and same(list(cut.buffers()), buffers())
+    cut.to_empty(device="meta")  # a move across device types replaces the parameters too
+    assert model.cls.device.type == "meta" and model.pos.device.type == "meta"
+    assert same(list(cut.buffers()), buffers()) and same(list(cut.parameters()), params())

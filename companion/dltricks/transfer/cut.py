@@ -22,6 +22,24 @@ class _Stop(Exception):
     """Raised by the hook once the wanted layer has run: the rest of the network is not computed."""
 
 
+class _OwnState(nn.Module):
+    """A view of one module's own (non-recursive) parameters and buffers, for registering them elsewhere.
+
+    It shares the module's ``_parameters`` and ``_buffers`` dicts (and which buffers are non-persistent)
+    instead of copying their entries: ``.to``/``to_empty`` on the model replace a buffer (and, across device
+    types, a parameter) by a new tensor in those dicts, and a copy would keep the old one.
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self._of = type(module).__name__
+        for name in ("_parameters", "_buffers", "_non_persistent_buffers_set"):
+            object.__setattr__(self, name, getattr(module, name))
+
+    def extra_repr(self) -> str:
+        return f"of {self._of}: {', '.join([*self._parameters, *self._buffers])}"
+
+
 class FeatureExtractor(nn.Module):
     """The output of layer ``layer`` of ``model``, as a module: ``(N, ...) -> (N, *layer output shape)``.
 
@@ -32,7 +50,12 @@ class FeatureExtractor(nn.Module):
     change.
 
     Only the layers below the cut are the extractor's parameters (so trainable counts, gradient memory and
-    DDP's unused-parameter check see the real network). For a non-``Sequential`` model which layers run
+    DDP's unused-parameter check see the real network). For a hooked cut, ``parameters()``, ``buffers()``
+    and ``state_dict()`` hold, each tensor once: every leaf module that ran below the cut and holds
+    parameters or buffers (under ``used``), and the own, non-recursive parameters and buffers of every other
+    module that ran (under ``shared``: a root's class token or ``register_buffer`` position ids), as live
+    views of the model's tensors, so they stay the model's after any move; non-persistent buffers stay out
+    of ``state_dict()`` as in the model. For a non-``Sequential`` model which layers run
     below the cut is known only by running it: pass ``example`` (a small input batch, run once in
     evaluation mode without gradients) or call the extractor once before building an optimizer; until
     then ``parameters()`` is empty (an optimizer refuses an empty list, so this cannot pass unnoticed).
@@ -71,14 +94,15 @@ class FeatureExtractor(nn.Module):
         object.__setattr__(self, "body", model)
         object.__setattr__(self, "_target", modules[layer])
         self.used = nn.ModuleList()  # the stateful leaf modules that ran below the cut
-        self.shared = nn.ParameterList()  # direct parameters of non-leaf modules that ran (a class token)
+        self.shared = nn.ModuleList()  # views of non-leaf modules' own parameters and buffers (_OwnState)
         self._traced = False
         if example is not None:
             with torch.no_grad(), eval_mode(model):  # no running statistics move for the trace
                 self(example)
 
     def _adopt(self, ran: list[nn.Module]) -> None:
-        """Register what the first call ran: leaves that hold state, and other modules' own parameters."""
+        """Register what the first call ran: leaves that hold state, and other modules' own parameters and
+        buffers (a view of each such module, see `_OwnState`)."""
         seen: set[int] = set()
         for m in ran:
             if id(m) in seen:
@@ -87,9 +111,8 @@ class FeatureExtractor(nn.Module):
             if not any(True for _ in m.children()):
                 if any(True for _ in m.parameters()) or any(True for _ in m.buffers()):
                     self.used.append(m)
-            else:
-                for p in m.parameters(recurse=False):
-                    self.shared.append(p)
+            elif [*m.parameters(recurse=False), *m.buffers(recurse=False)]:  # state of its own
+                self.shared.append(_OwnState(m))
         self._traced = True
 
     def _apply(self, fn, recurse=True):  # what .to(), .double(), .cuda() call
