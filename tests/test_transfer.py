@@ -715,3 +715,25 @@ def test_a_hooked_cut_registers_the_own_buffers_of_non_leaf_modules_and_they_fol
     cut.to_empty(device="meta")  # a move across device types replaces the parameters too
     assert model.cls.device.type == "meta" and model.pos.device.type == "meta"
     assert same(list(cut.buffers()), buffers()) and same(list(cut.parameters()), params())
+
+
+class Shifted(nn.Sequential):
+    """A Sequential subclass with state of its own, used by its own forward."""
+
+    def __init__(self, *layers) -> None:
+        super().__init__(*layers)
+        self.register_buffer("shift", torch.zeros(1, 4))
+
+    def forward(self, x):
+        return super().forward(x + self.shift)
+
+
+def test_a_sequential_subclass_is_cut_by_the_hook_not_sliced():
+    torch.manual_seed(0)
+    model = Shifted(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
+    model.shift.fill_(3.0)  # learned or loaded state: a slice would build its own, zero shift
+    cut = FeatureExtractor(model, "1", example=torch.randn(2, 4))
+    x = torch.randn(5, 4)
+    torch.testing.assert_close(cut(x), torch.relu(model[0](x + 3.0)))
+    assert [t is model.shift for t in cut.buffers()] == [True]
+    assert {id(p) for p in cut.parameters()} == {id(p) for p in model[0].parameters()}

@@ -44,8 +44,10 @@ class FeatureExtractor(nn.Module):
     """The output of layer ``layer`` of ``model``, as a module: ``(N, ...) -> (N, *layer output shape)``.
 
     For an ``nn.Sequential`` cut at one of its children, the extractor is literally the slice
-    ``model[: i + 1]``. For any other module it runs ``model.forward`` with a forward hook on the named
-    submodule that stores its output and stops the computation there, so nothing above the cut is computed.
+    ``model[: i + 1]`` (a plain ``nn.Sequential`` only: a subclass's slice is built by its own
+    ``__init__``, with fresh buffers of its own, and runs its own ``forward``, so subclasses are hooked).
+    For any other module it runs ``model.forward`` with a forward hook on the named submodule that stores
+    its output and stops the computation there, so nothing above the cut is computed.
     The weights are shared with ``model`` (no copy): freeze them or copy the model first if it must not
     change.
 
@@ -86,7 +88,7 @@ class FeatureExtractor(nn.Module):
             fail("layer", f"the name of a submodule of `model` (its children: {names})", layer)
         self.layer, self.flatten = layer, bool(flatten)
         self.training = model.training  # the caller's mode, not nn.Module's default
-        if isinstance(model, nn.Sequential) and layer in names:
+        if type(model) is nn.Sequential and layer in names:  # a subclass's slice is not the model's
             self.body: nn.Module = model[: names.index(layer) + 1]
             self._target: nn.Module | None = None
             return
