@@ -737,3 +737,13 @@ def test_a_sequential_subclass_is_cut_by_the_hook_not_sliced():
     torch.testing.assert_close(cut(x), torch.relu(model[0](x + 3.0)))
     assert [t is model.shift for t in cut.buffers()] == [True]
     assert {id(p) for p in cut.parameters()} == {id(p) for p in model[0].parameters()}
+
+
+def test_a_container_without_state_of_its_own_gets_no_view():
+    """Views hold a module's own tensors; its children's parameters and buffers are under `used`."""
+    x = torch.randn(2, 1, 8, 8)
+    assert len(FeatureExtractor(Nested(), "features.2", example=x).shared) == 0  # children with parameters
+    model = Shifted(nn.Sequential(nn.BatchNorm1d(4, affine=False), nn.ReLU()), nn.Linear(4, 2))
+    cut = FeatureExtractor(model, "0.1", example=torch.randn(3, 4))  # the inner Sequential: buffers below
+    assert [repr(v) for v in cut.shared] == ["_OwnState(of Shifted: shift)"]
+    assert list(cut.used) == [model[0][0]]

@@ -106,11 +106,15 @@ _WHERE_PROMOTES = (
 _GETATTR_NONE = "getattr(..., None) for getattr(..., False) under bool(): None is false like False"
 _ROOT_SUBMODULE = "get_submodule('') returns the module itself, so `if parent_name or True` gives `new` too"
 _TRACED_NONE = "_traced starts as None instead of False: it is only read as `not self._traced`"
-_RECURSE_NONE = "parameters(recurse=None): torch reads `recurse` only for its truth value, and None is false"
+_RECURSE_NONE = (
+    "parameters(recurse=None) or buffers(recurse=None): torch reads `recurse` only for its truth value, and"
+    " None is false"
+)
 EQUIVALENT: dict[str, str] = {
     "dltricks.transfer.cut.x_replace_head__mutmut_63": _ROOT_SUBMODULE,
-    "dltricks.transfer.cut.xǁFeatureExtractorǁ__init____mutmut_85": _TRACED_NONE,
+    "dltricks.transfer.cut.xǁFeatureExtractorǁ__init____mutmut_87": _TRACED_NONE,
     "dltricks.transfer.cut.xǁFeatureExtractorǁ_adopt__mutmut_16": _RECURSE_NONE,
+    "dltricks.transfer.cut.xǁFeatureExtractorǁ_adopt__mutmut_18": _RECURSE_NONE,
     "dltricks.nonfinite.x_skips_on_device__mutmut_4": _GETATTR_NONE,
     "dltricks.nonfinite.xǁDeviceSumsǁ_reset__mutmut_13": _WHERE_PROMOTES + " (dtype=None)",
     "dltricks.nonfinite.xǁDeviceSumsǁ_reset__mutmut_17": _WHERE_PROMOTES + " (dtype dropped)",
