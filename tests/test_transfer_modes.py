@@ -73,3 +73,31 @@ def test_an_eval_mode_model_stays_in_eval_mode(name):
     x, y = batch()
     CALLS[name](model, x, y)
     assert not any(modes(model))
+
+
+def test_unfreezes_optimizer_watch_goes_with_its_model():
+    """Issue 25: unfreeze() without an optimizer registers a global optimizer step pre-hook; a model dropped
+    before any of its optimizers stepped must not leave it behind (the hook leaked for the whole process)."""
+    import gc
+
+    import torch.optim.optimizer as torch_optimizer
+
+    from dltricks.transfer.freeze import freeze, unfreeze
+
+    hooks = torch_optimizer._global_optimizer_pre_hooks
+    before = len(hooks)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    freeze(model, depth=2)
+    unfreeze(model, depth=1)
+    assert len(hooks) == before + 1  # watching for an optimizer that misses the unfrozen layer
+    del model
+    gc.collect()
+    assert len(hooks) == before
+    # A model whose optimizer does step still has its hook removed at once, as before.
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2))
+    freeze(model, depth=1)
+    unfreeze(model, depth=1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    model(torch.ones(1, 3)).sum().backward()
+    opt.step()
+    assert len(hooks) == before

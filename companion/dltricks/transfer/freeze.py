@@ -252,6 +252,10 @@ def _watch_optimizers(model: nn.Module, new: list[tuple[str, nn.Parameter]]) -> 
         handle.remove()  # one check per unfreeze: the first optimizer of this model that steps
 
     handle = register_optimizer_step_pre_hook(check)
+    # The hook is global (torch has no per-model one). If no optimizer of this model ever steps, it must still
+    # go when the model does: else it stays registered for the whole process, and once the model's parameters
+    # are freed their ids can be reused by another model's, which would then be warned about wrongly.
+    weakref.finalize(model, handle.remove)
 
 
 def is_frozen_batchnorm(module: nn.Module) -> bool:
