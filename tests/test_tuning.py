@@ -217,3 +217,158 @@ def test_record_tuned_comparison_refuses_an_unfair_pair_before_recording(tmp_pat
     with pytest.raises(ValueError, match="tuning budget"):
         book.record_tuned_comparison("unfair", t, b, glue=False)
     assert "unfair" not in chapter.results
+
+
+# --- refusals word for word (mutation testing, issue 25) ---------------------------------------------------
+
+
+def _arm(**kwargs):
+    args = {"name": "a", "configs": [{"lr": 1}], "seeds": [0, 1], "val": [[0.5, 0.5]], "test": [[0.5, 0.5]]}
+    args |= kwargs
+    return from_scores(
+        args.pop("name"), args.pop("configs"), args.pop("seeds"), args.pop("val"), args.pop("test"), **args
+    )
+
+
+_TWO = {"configs": [{"lr": 1}, {"lr": 2}], "val": [[0.5, 0.5]] * 2, "test": [[0.5, 0.5]] * 2, "name": "b"}
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (
+            lambda: _arm(configs=[]),
+            ValueError,
+            "`configs` must be at least one configuration. Received: configs=[]",
+        ),
+        (
+            lambda: _arm(configs="ab"),
+            TypeError,
+            "`configs` must be a sequence of mappings (one configuration each). Received: configs='ab'",
+        ),
+        (
+            lambda: _arm(configs=[{"lr": 1}, 0.1]),
+            TypeError,
+            "`configs` must be a sequence of mappings (one configuration each). "
+            "Received: configs=[{'lr': 1}, 0.1]",
+        ),
+        (
+            lambda: _arm(seeds=[]),
+            ValueError,
+            "`seeds` must be a non-empty sequence of integers. Received: seeds=[]",
+        ),
+        (
+            lambda: _arm(seeds="01"),
+            TypeError,
+            "`seeds` must be a non-empty sequence of integers. Received: seeds='01'",
+        ),
+        (
+            lambda: _arm(seeds=3),
+            TypeError,
+            "`seeds` must be a non-empty sequence of integers. Received: seeds=3",
+        ),
+        (
+            lambda: _arm(seeds=[1, 1]),
+            ValueError,
+            "`seeds` must be distinct seeds (a repeated seed is the same run twice). Received: seeds=[1, 1]",
+        ),
+        (lambda: _arm(seeds=[1.0]), TypeError, "`seeds[i]` must be an integer. Received: seeds[i]=1.0"),
+        (
+            lambda: _arm(val=[[0.5]]),
+            ValueError,
+            "`val` must be of shape (1, 2) (configs, seeds), not (1, 1). Received: val=[[0.5]]",
+        ),
+        (
+            lambda: _arm(test=[["a", "b"]]),
+            TypeError,
+            "`test` must be an array of numbers of shape (1, 2) (configs, seeds). "
+            "Received: test=[['a', 'b']]",
+        ),
+        (lambda: _arm(name=3), TypeError, "`name` must be a string. Received: name=3"),
+        (
+            lambda: _arm(higher_is_better=1),
+            TypeError,
+            "`higher_is_better` must be a bool. Received: higher_is_better=1",
+        ),
+        (
+            lambda: _arm(val=[[0.5, float("nan")]]),
+            ValueError,
+            "`val` must be a finite validation score for at least one configuration of 'a' on every seed. "
+            "Received: val='seed 1: all 1 runs diverged'",
+        ),
+        (
+            lambda: tune("a", lambda c, s: 0.5, LRS, [0]),
+            TypeError,
+            "`train` must be a callable returning a tuple (val_score, test_score). Received: train=0.5",
+        ),
+        (
+            lambda: tune("a", lambda c, s: ("high", 0.5), LRS, [0]),
+            TypeError,
+            "`train(...)[0]` must be a number (the score). Received: train(...)[0]='high'",
+        ),
+        (
+            lambda: tune("a", lambda c, s: (0.5, None), LRS, [0]),
+            TypeError,
+            "`train(...)[1]` must be a number (the score). Received: train(...)[1]=None",
+        ),
+        (
+            lambda: tune("a", lambda c, s: (0.5, True), LRS, [0]),
+            TypeError,
+            "`train(...)[1]` must be a number (the score). Received: train(...)[1]=True",
+        ),
+        (
+            lambda: tune("a", "fit", LRS, [0]),
+            TypeError,
+            "`train` must be a callable train(config, seed) -> (val_score, test_score). "
+            "Received: train='fit'",
+        ),
+        (
+            lambda: compare_tuned(_arm(), _arm(seeds=[0, 2])),
+            ValueError,
+            "`baseline` must be tuned on the treatment's seeds [0, 1]. Received: baseline=[0, 2]",
+        ),
+        (
+            lambda: compare_tuned(_arm(), _arm(**_TWO)),
+            ValueError,
+            "`baseline` must be given the treatment's tuning budget (1 configurations; an arm tuned more "
+            "often wins by tuning alone). Received: baseline=\"'b' with 2\"",
+        ),
+        (
+            lambda: compare_tuned(_arm(), _arm(higher_is_better=False)),
+            ValueError,
+            "`baseline` must be scored in the same direction as the treatment. Received: baseline=False",
+        ),
+        (
+            lambda: compare_tuned(1, _arm()),
+            TypeError,
+            "`treatment` must be a TunedArm (from tune or from_scores). Received: treatment=1",
+        ),
+        (
+            lambda: compare_tuned(_arm(), "x"),
+            TypeError,
+            "`baseline` must be a TunedArm (from tune or from_scores). Received: baseline='x'",
+        ),
+    ],
+)
+def test_tuning_refusals_word_for_word(call, error, message):
+    with pytest.raises(error) as raised:
+        call()
+    assert str(raised.value) == message
+
+
+def test_tuning_defaults(capsys):
+    """Higher is better, no progress bar, read-only scores, compare_paired's own defaults."""
+    arm = TunedArm("a", ({"lr": 1},), (0,), np.array([[0.5]]), np.array([[0.5]]))
+    assert arm.higher_is_better is True
+    tuned = tune("quiet", lambda c, s: (c["lr"], -c["lr"]), LRS, [0])
+    assert capsys.readouterr().err == ""  # no bar unless asked
+    assert tuned.higher_is_better is True and tuned.chosen.tolist() == [2]  # the largest validation score
+    with pytest.raises(ValueError, match="read-only"):
+        tuned.test[0, 0] = 1.0
+    rng = np.random.default_rng(1)
+    t = from_scores("t", LRS, [0, 1, 2], rng.uniform(size=(3, 3)), rng.uniform(size=(3, 3)))
+    b = from_scores("b", LRS, [0, 1, 2], rng.uniform(size=(3, 3)), rng.uniform(size=(3, 3)))
+    assert t.higher_is_better is True
+    got, want = compare_tuned(t, b), compare_paired(t.best_test, b.best_test, confidence=0.95, n_test=None)
+    assert got.verdict == want.verdict and got.half_width == want.half_width
+    assert got.sampling_error == want.sampling_error
