@@ -372,3 +372,16 @@ def test_tuning_defaults(capsys):
     got, want = compare_tuned(t, b), compare_paired(t.best_test, b.best_test, confidence=0.95, n_test=None)
     assert got.verdict == want.verdict and got.half_width == want.half_width
     assert got.sampling_error == want.sampling_error
+
+
+def test_the_progress_bar_is_cleared_when_done_and_tune_passes_the_direction_on(capsys):
+    tune("sgd", lambda c, s: (0.5, 0.5), LRS, [0, 1], progress=True)
+    err = capsys.readouterr().err
+    assert "sgd" in err and not err.endswith("\n")  # leave=False: the finished bar is erased, not kept
+    losses = tune("l", lambda c, s: (c["lr"], 0.0), LRS, [0], higher_is_better=False)
+    assert losses.higher_is_better is False and losses.chosen.tolist() == [0]
+
+
+def test_describe_choice_writes_floats_with_g_and_everything_else_as_is():
+    arm = from_scores("a", [{"wd": 1.0, "opt": "sgd", "T": 4}], [0], [[1.0]], [[1.0]])
+    assert arm.describe_choice() == "wd=1, opt=sgd, T=4 in 1 of 1 seeds"
