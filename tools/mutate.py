@@ -110,7 +110,13 @@ _RECURSE_NONE = (
     "parameters(recurse=None) or buffers(recurse=None): torch reads `recurse` only for its truth value, and"
     " None is false"
 )
+_FILLED = (
+    "tune's score arrays are created with another fill (None): every cell is written by train's output"
+    " before it is read, and from_scores converts both to float (np.full_like(float array, None) is NaN)"
+)
 EQUIVALENT: dict[str, str] = {
+    "dltricks.tuning.x_tune__mutmut_24": _FILLED,
+    "dltricks.tuning.x_tune__mutmut_29": _FILLED,
     "dltricks.transfer.cut.x_replace_head__mutmut_63": _ROOT_SUBMODULE,
     "dltricks.transfer.cut.xǁFeatureExtractorǁ__init____mutmut_87": _TRACED_NONE,
     "dltricks.transfer.cut.xǁFeatureExtractorǁ_adopt__mutmut_16": _RECURSE_NONE,
