@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from dltricks import book
-from dltricks.compare import compare_paired
+from dltricks.compare import PairedOutcomes, compare_paired
 from dltricks.tuning import TunedArm, compare_tuned, from_scores, tune
 
 LRS = [{"lr": 1e-3}, {"lr": 3e-3}, {"lr": 1e-2}]
@@ -385,3 +385,26 @@ def test_the_progress_bar_is_cleared_when_done_and_tune_passes_the_direction_on(
 def test_describe_choice_writes_floats_with_g_and_everything_else_as_is():
     arm = from_scores("a", [{"wd": 1.0, "opt": "sgd", "T": 4}], [0], [[1.0]], [[1.0]])
     assert arm.describe_choice() == "wd=1, opt=sgd, T=4 in 1 of 1 seeds"
+
+
+def test_compare_tuned_passes_confidence_and_outcomes_on():
+    rng = np.random.default_rng(2)
+    t_correct, b_correct = rng.integers(0, 2, (3, 50)), rng.integers(0, 2, (3, 50))
+    t = from_scores("t", LRS[:1], [0, 1, 2], [[1.0] * 3], [t_correct.mean(axis=1)])
+    b = from_scores("b", LRS[:1], [0, 1, 2], [[1.0] * 3], [b_correct.mean(axis=1)])
+    outcomes = PairedOutcomes.from_correct(t_correct, b_correct)
+    got = compare_tuned(t, b, confidence=0.8, outcomes=outcomes)
+    want = compare_paired(t.best_test, b.best_test, confidence=0.8, outcomes=outcomes)
+    assert got.half_width == want.half_width != compare_paired(t.best_test, b.best_test).half_width
+    assert (
+        got.sampling_error == want.sampling_error != compare_paired(t.best_test, b.best_test).sampling_error
+    )
+
+
+def test_configs_that_are_not_a_sequence_are_refused_by_name():
+    with pytest.raises(TypeError) as raised:
+        _arm(configs=3)
+    assert (
+        str(raised.value)
+        == "`configs` must be a sequence of mappings (one configuration each). Received: configs=3"
+    )
