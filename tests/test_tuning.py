@@ -408,3 +408,24 @@ def test_configs_that_are_not_a_sequence_are_refused_by_name():
         str(raised.value)
         == "`configs` must be a sequence of mappings (one configuration each). Received: configs=3"
     )
+
+
+def test_compare_tuned_passes_the_direction_and_n_test_on():
+    """Mutation survivors of compare_tuned (higher_is_better and n_test dropped, n_test set to None): with
+    losses, lower is better; with equal per-seed differences the t interval is 0, so only n_test's sampling
+    error can make the verdict unclear."""
+    configs, seeds = [{"lr": 0.1}, {"lr": 1.0}], [0, 1, 2]
+    val = [[0.5, 0.5, 0.5], [0.6, 0.6, 0.6]]  # losses: the first configuration wins on every seed
+    low = from_scores("low", configs, seeds, val, [[0.30, 0.31, 0.32], [9, 9, 9]], higher_is_better=False)
+    high = from_scores("high", configs, seeds, val, [[0.40, 0.41, 0.42], [9, 9, 9]], higher_is_better=False)
+    result = compare_tuned(low, high)
+    assert result.verdict == "helps" and result.higher_is_better is False  # a lower loss is better
+    assert compare_tuned(high, low).verdict == "hurts"
+    acc = dict(configs=configs, seeds=seeds, val=[[0.8] * 3, [0.7] * 3])
+    treat = from_scores("t", **acc, test=[[0.81, 0.82, 0.83], [0.1] * 3])
+    base = from_scores("b", **acc, test=[[0.80, 0.81, 0.82], [0.1] * 3])
+    assert compare_tuned(treat, base).verdict == "helps"  # +1 point on every seed, no test-set error given
+    small = compare_tuned(treat, base, n_test=100)
+    expected = compare_paired(treat.best_test, base.best_test, n_test=100)
+    assert small.sampling_error == expected.sampling_error > 0
+    assert small.verdict == "no clear difference"  # 100 test images cannot resolve one point
