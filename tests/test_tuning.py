@@ -145,7 +145,8 @@ def test_from_scores_rejects_bad_input_by_name(kwargs, error, pattern):
     ("train", "pattern"),
     [
         (lambda c, s: 0.5, r"`train` must be a callable returning a tuple"),
-        (lambda c, s: (0.5, 0.5, 0.5), r"`train` must be a callable returning a tuple"),
+        (lambda c, s: (0.5, 0.5, 0.5), r"`train\(...\)\[2\]` must be the run's per-image test"),
+        (lambda c, s: (0.5, 0.5, 0.5, 0.5), r"`train` must be a callable returning a tuple"),
         (lambda c, s: ("high", 0.5), r"`train\(...\)\[0\]` must be a number"),
         (lambda c, s: (0.5, True), r"`train\(...\)\[1\]` must be a number"),
     ],
@@ -299,7 +300,8 @@ _TWO = {"configs": [{"lr": 1}, {"lr": 2}], "val": [[0.5, 0.5]] * 2, "test": [[0.
         (
             lambda: tune("a", lambda c, s: 0.5, LRS, [0]),
             TypeError,
-            "`train` must be a callable returning a tuple (val_score, test_score). Received: train=0.5",
+            "`train` must be a callable returning a tuple (val_score, test_score[, test_correct]). "
+            "Received: train=0.5",
         ),
         (
             lambda: tune("a", lambda c, s: ("high", 0.5), LRS, [0]),
@@ -429,3 +431,186 @@ def test_compare_tuned_passes_the_direction_and_n_test_on():
     expected = compare_paired(treat.best_test, base.best_test, n_test=100)
     assert small.sampling_error == expected.sampling_error > 0
     assert small.verdict == "no clear difference"  # 100 test images cannot resolve one point
+
+
+# --- per-image correctness: the paired sampling error through a tuned grid (issue 24) ----------------------
+
+
+def _correct_grid(rng, n_configs, n_seeds, n_test, p):
+    """Random per-image correctness, (configs, seeds, n_test), and its means (the test accuracies)."""
+    correct = rng.uniform(size=(n_configs, n_seeds, n_test)) < p
+    return correct, correct.mean(axis=2)
+
+
+def test_tune_keeps_each_runs_correctness_and_compare_tuned_uses_the_chosen_runs_paired_error():
+    rng = np.random.default_rng(3)
+    n_test, seeds = 400, [0, 1, 2]
+    base_right = rng.uniform(size=(3, 3, n_test)) < 0.8  # (config, seed, image)
+    # The treatment gets the baseline's images right and, in addition, a few more: the arms agree on
+    # almost every image, so the paired error is far below the binomial one.
+    flips = rng.uniform(size=base_right.shape) < 0.03
+    treat_right = base_right | flips
+
+    def arm(right):
+        def train(config, seed):
+            c, s = LRS.index(config), seeds.index(seed)
+            val = [0.5, 0.9, 0.7][c] + 0.01 * s  # the middle configuration is chosen on every seed
+            return val, float(right[c, s].mean()), right[c, s]
+
+        return train
+
+    t, b = tune("t", arm(treat_right), LRS, seeds), tune("b", arm(base_right), LRS, seeds)
+    assert t.correct.shape == (3, 3, n_test) and t.correct.dtype == bool
+    np.testing.assert_array_equal(t.correct, treat_right)
+    np.testing.assert_array_equal(t.chosen_correct, treat_right[1])  # config 1 on every seed
+    with pytest.raises(ValueError, match="read-only"):
+        t.correct[0, 0, 0] = False
+    got = compare_tuned(t, b)
+    want = PairedOutcomes.from_correct(treat_right[1], base_right[1])
+    assert got.sampling_error == want.sampling_error
+    plain = [from_scores(a.name, LRS, seeds, a.val, a.test) for a in (t, b)]
+    binomial = compare_tuned(*plain, n_test=n_test)
+    assert got.sampling_error < binomial.sampling_error / 3
+    assert got.mean == binomial.mean and got.half_width == binomial.half_width
+
+
+def test_the_paired_error_can_make_a_difference_clear_that_the_binomial_one_hides():
+    """Two arms that get the same 400 images right but 6 (1.5 points): the binomial error of an 80%
+    accuracy on 400 images is 2 points, so n_test alone calls it unclear; paired, the 6 images are a
+    clear gain (the per-seed differences are equal, so the t interval is 0)."""
+    base = np.zeros((1, 3, 400), bool)
+    base[..., :320] = True
+    treat = base.copy()
+    treat[..., 320:326] = True
+    t = from_scores("t", LRS[:1], [0, 1, 2], [[1.0] * 3], treat.mean(axis=2), correct=treat)
+    b = from_scores("b", LRS[:1], [0, 1, 2], [[1.0] * 3], base.mean(axis=2), correct=base)
+    assert compare_tuned(t, b).verdict == "helps"
+    plain = [from_scores(a.name, a.configs, a.seeds, a.val, a.test) for a in (t, b)]
+    assert compare_tuned(*plain, n_test=400).verdict == "no clear difference"
+    # n_test may still be given with per-image outcomes; it must then agree with them.
+    assert compare_tuned(t, b, n_test=400).verdict == "helps"
+    with pytest.raises(ValueError, match="`outcomes` must be over n_test = 399 images"):
+        compare_tuned(t, b, n_test=399)
+
+
+def test_record_tuned_comparison_records_the_outcomes_it_computed(tmp_path, monkeypatch):
+    monkeypatch.setattr(book, "_current", None)
+    chapter = book.start_chapter(
+        "paired", profile="quick", device="cpu", seeds=[0, 1, 2], results_dir=tmp_path
+    )
+    rng = np.random.default_rng(4)
+    tc, tt = _correct_grid(rng, 3, 3, 300, 0.85)
+    bc, bt = _correct_grid(rng, 3, 3, 300, 0.75)
+    val = rng.uniform(size=(3, 3))
+    t = from_scores("t", LRS, [0, 1, 2], val, tt, correct=tc)
+    b = from_scores("b", LRS, [0, 1, 2], val, bt, correct=bc)
+    result = book.record_tuned_comparison("paired", t, b, "{:+.1%}", glue=False)
+    run = json.loads(chapter.path.read_text())
+    recorded = run["results"]["paired"]["comparison"]["outcomes"]
+    assert recorded == PairedOutcomes.from_correct(t.chosen_correct, b.chosen_correct).to_dict()
+    assert result.sampling_error == PairedOutcomes(**recorded).sampling_error > 0
+    assert tuned_comparison(run, "paired").verdict == result.verdict == "helps"
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (
+            lambda: from_scores("a", LRS[:1], [0], [[0.5]], [[0.5]], correct=[[[True, False, True]]]),
+            ValueError,
+            "`test` must be the means of `correct` (the accuracies of the same runs on the same images). "
+            "Received: test='0.5 for config 0, seed index 0, whose correctness has mean 0.666667'",
+        ),
+        (
+            lambda: from_scores("a", LRS[:1], [0, 1], [[0.5, 0.5]], [[0.5, 0.5]], correct=[[True, False]]),
+            ValueError,
+            "`correct` must be of shape (1, 2, 'n_test') (configs, seeds, n_test >= 2). "
+            "Received: correct='shape (1, 2)'",
+        ),
+        (
+            lambda: from_scores("a", LRS[:1], [0], [[0.5]], [[1.0]], correct=[[[True]]]),
+            ValueError,
+            "`correct` must be of shape (1, 1, 'n_test') (configs, seeds, n_test >= 2). "
+            "Received: correct='shape (1, 1, 1)'",
+        ),
+        (
+            lambda: from_scores("a", LRS[:1], [0], [[0.5]], [[0.5]], correct=[[[0.5, 0.5]]]),
+            TypeError,
+            "`correct` must be booleans (or 0/1): whether each run got each test image right. "
+            "Received: correct=[[[0.5, 0.5]]]",
+        ),
+        (
+            lambda: from_scores("a", LRS[:1], [0], [[0.5]], [[0.5]], correct=[[["y", "n"]]]),
+            TypeError,
+            "`correct` must be booleans (or 0/1): whether each run got each test image right. "
+            "Received: correct=[[['y', 'n']]]",
+        ),
+        (
+            lambda: from_scores(
+                "a", LRS[:1], [0], [[0.5]], [[0.5]], correct=[[[True, False]]], higher_is_better=False
+            ),
+            ValueError,
+            "`correct` must be given only for accuracies (higher_is_better=True). "
+            "Received: correct='per-image correctness'",
+        ),
+        (
+            lambda: tune(
+                "a", lambda c, s: (0.5, 0.5, [True, False]) if c["lr"] < 0.005 else (0.5, 0.5), LRS, [0]
+            ),
+            ValueError,
+            "`train` must be returning the same form in every run: with test_correct in all or in none. "
+            "Received: train='2 values for lr=0.01 on seed 0'",
+        ),
+        (
+            lambda: tune("a", lambda c, s: (0.5, 0.5, [True, False] * (1 + (c["lr"] > 0.005))), LRS, [0]),
+            ValueError,
+            "`train` must be returning test_correct for the same test images in every run. "
+            "Received: train='shapes [(2,), (4,)]'",
+        ),
+        (
+            lambda: compare_tuned(_arm(), _arm(test=[[0.5, 0.5]], correct=[[[True, False]] * 2])),
+            ValueError,
+            "`treatment` must be carrying per-image test correctness, as the baseline does (or neither "
+            "should). Received: treatment='a'",
+        ),
+        (
+            lambda: compare_tuned(_arm(correct=[[[True, False]] * 2]), _arm(name="b")),
+            ValueError,
+            "`baseline` must be carrying per-image test correctness, as the treatment does (or neither "
+            "should). Received: baseline='b'",
+        ),
+        (
+            lambda: compare_tuned(
+                _arm(correct=[[[True, False]] * 2]), _arm(correct=[[[True, False, True, False]] * 2])
+            ),
+            ValueError,
+            "`baseline` must be scored on the treatment's 2 test images. Received: baseline='4 images'",
+        ),
+        (
+            lambda: compare_tuned(
+                _arm(correct=[[[True, False]] * 2]),
+                _arm(correct=[[[False, True]] * 2]),
+                outcomes=PairedOutcomes((0, 0, 2, 0, 0), 2),
+            ),
+            ValueError,
+            "`outcomes` must be left out: both arms carry their per-image correctness, which gives them. "
+            "Received: outcomes=PairedOutcomes(counts=(0, 0, 2, 0, 0), n_seeds=2)",
+        ),
+    ],
+)
+def test_per_image_correctness_refusals_word_for_word(call, error, message):
+    with pytest.raises(error) as raised:
+        call()
+    assert str(raised.value) == message
+
+
+def test_paired_outcomes_is_none_without_correctness_and_refuses_what_is_not_an_arm():
+    from dltricks.tuning import paired_outcomes
+
+    assert paired_outcomes(_arm(), _arm()) is None
+    with pytest.raises(TypeError, match="`treatment` must be a TunedArm"):
+        paired_outcomes(None, _arm())
+    with pytest.raises(TypeError, match="`baseline` must be a TunedArm"):
+        paired_outcomes(_arm(), None)
+    a, b = _arm(correct=[[[True, False]] * 2]), _arm(correct=[[[True, True]] * 2], test=[[1.0, 1.0]])
+    assert paired_outcomes(a, b) == PairedOutcomes.from_correct([[True, False]] * 2, [[True, True]] * 2)

@@ -309,7 +309,8 @@ def record_tuned_comparison(
         name: the glue key of the differences.
         treatment, baseline: :class:`~dltricks.tuning.TunedArm` s on the same seeds with the same budget.
         fmt, n_test, confidence, glue, outcomes: as in :func:`record_comparison`; ``outcomes`` are those of
-            the configurations each arm chose, seed by seed.
+            the configurations each arm chose, seed by seed, and are computed (and recorded) from the arms
+            when both carry their per-image correctness (:func:`dltricks.tuning.paired_outcomes`).
 
     Returns:
         The :class:`~dltricks.compare.PairedComparison`.
@@ -318,12 +319,14 @@ def record_tuned_comparison(
         RuntimeError: if no chapter is being recorded.
         ValueError, TypeError: as :func:`~dltricks.tuning.compare_tuned`.
     """
-    from dltricks.tuning import compare_tuned
+    from dltricks.tuning import compare_tuned, paired_outcomes
 
     if _current is None:
         raise RuntimeError("no chapter is being recorded: call dltricks.book.start_chapter(...) first")
     # refuses an unfair pair first
     compare_tuned(treatment, baseline, n_test=n_test, confidence=confidence, outcomes=outcomes)
+    if outcomes is None:
+        outcomes = paired_outcomes(treatment, baseline)  # None unless both arms carry their correctness
     result = record_comparison(
         name, treatment.best_test, baseline.best_test, fmt, higher_is_better=treatment.higher_is_better,
         n_test=n_test, confidence=confidence, glue=glue, outcomes=outcomes,

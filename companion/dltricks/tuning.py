@@ -13,6 +13,10 @@ The protocol, for each arm and each seed :math:`s`:
    a run whose validation score is not finite (it diverged) is never chosen;
 3. report :math:`t_{\hat c_s, s}`.
 
+When ``train`` also returns which test images the run got right (a third element, a boolean vector), the arm
+keeps it, and :func:`compare_tuned` compares two arms with the *paired* sampling error of the chosen runs
+(:class:`dltricks.compare.PairedOutcomes`) instead of the binomial stand-in of ``n_test``.
+
 Choosing per seed repeats the whole procedure (tune, then train) on every seed, so the spread over seeds
 includes the noise of the choice itself, as it would for a reader who reruns the recipe. The two arms'
 reported test scores are then compared pair by pair with :func:`dltricks.compare.compare_paired`.
@@ -53,6 +57,9 @@ class TunedArm:
         val: validation scores, shape ``(n_configs, n_seeds)``; NaN marks a run that diverged.
         test: test scores, shape ``(n_configs, n_seeds)``.
         higher_is_better: ``True`` for accuracies, ``False`` for losses and errors.
+        correct: optional; whether each run got each test image right, booleans of shape
+            ``(n_configs, n_seeds, n_test)``, with ``test`` their means (accuracies). ``None`` when the
+            runs did not report it.
     """
 
     name: str
@@ -61,6 +68,7 @@ class TunedArm:
     val: np.ndarray
     test: np.ndarray
     higher_is_better: bool = True
+    correct: np.ndarray | None = None
 
     @property
     def budget(self) -> int:
@@ -82,6 +90,13 @@ class TunedArm:
         """The chosen configurations' test scores, shape ``(n_seeds,)``: what the arm reports."""
         return self.test[self.chosen, np.arange(len(self.seeds))]
 
+    @property
+    def chosen_correct(self) -> np.ndarray | None:
+        """The chosen runs' per-image test correctness, shape ``(n_seeds, n_test)``; ``None`` without it."""
+        if self.correct is None:
+            return None
+        return self.correct[self.chosen, np.arange(len(self.seeds))]
+
     def chosen_configs(self) -> list[Mapping[str, Any]]:
         """The configuration chosen on each seed, in seed order."""
         return [self.configs[i] for i in self.chosen]
@@ -97,7 +112,7 @@ class TunedArm:
 
 def tune(
     name: str,
-    train: Callable[[Mapping[str, Any], int], tuple[float, float]],
+    train: Callable[[Mapping[str, Any], int], tuple[Any, ...]],
     configs: Sequence[Mapping[str, Any]],
     seeds: Sequence[int],
     *,
@@ -108,9 +123,13 @@ def tune(
 
     Args:
         name: what the arm is, for messages and the prose.
-        train: ``train(config, seed) -> (val_score, test_score)``. It must choose nothing from the test set
-            (early stopping, too, watches validation only). A diverged run returns a non-finite validation
-            score (``float("nan")``) rather than raising, so the grid can go on.
+        train: ``train(config, seed) -> (val_score, test_score)``, or ``(val_score, test_score,
+            test_correct)`` with ``test_correct`` the run's per-image correctness on the test set (booleans,
+            shape ``(n_test,)``, the same images in the same order in every run; ``test_score`` its mean),
+            so that comparisons use the paired sampling error. Every run returns the same form. It must
+            choose nothing from the test set (early stopping, too, watches validation only). A diverged run
+            returns a non-finite validation score (``float("nan")``) rather than raising, so the grid can go
+            on.
         configs: the configurations, e.g. ``[{"lr": 1e-3}, {"lr": 3e-3}, {"lr": 1e-2}]``; at least one.
         seeds: the seeds; at least one, no repeats.
         higher_is_better: ``True`` for accuracies, ``False`` for losses and errors.
@@ -122,14 +141,17 @@ def tune(
 
     Raises:
         TypeError: if ``train`` is not callable, a configuration is not a mapping, ``higher_is_better`` is not
-            a bool, or ``train`` does not return two numbers.
-        ValueError: as :func:`from_scores`.
+            a bool, or ``train`` does not return two numbers (and, optionally, the per-image correctness).
+        ValueError: if some runs return the per-image correctness and others do not; as
+            :func:`from_scores`.
     """
     if not callable(train):
         fail("train", "a callable train(config, seed) -> (val_score, test_score)", train, TypeError)
     configs_t, seeds_t = _check_grid(configs, seeds)
     val = np.full((len(configs_t), len(seeds_t)), np.nan)
     test = np.full_like(val, np.nan)
+    correct: list[list[Any]] = [[None] * len(seeds_t) for _ in configs_t]
+    forms = set()
     runs = [(c, s) for s in range(len(seeds_t)) for c in range(len(configs_t))]
     if progress:
         from tqdm.auto import tqdm
@@ -137,9 +159,26 @@ def tune(
         runs = tqdm(runs, desc=name, leave=False)
     for c, s in runs:
         out = train(configs_t[c], seeds_t[s])
-        if not (isinstance(out, tuple) and len(out) == 2):
-            fail("train", "a callable returning a tuple (val_score, test_score)", out, TypeError)
+        if not (isinstance(out, tuple) and len(out) in (2, 3)):
+            fail("train", "a callable returning a tuple (val_score, test_score[, test_correct])", out,
+                 TypeError)  # fmt: skip
+        forms.add(len(out))
+        if len(forms) > 1:
+            fail("train", "returning the same form in every run: with test_correct in all or in none",
+                 f"{len(out)} values for {_config_text(configs_t[c])} on seed {seeds_t[s]}")  # fmt: skip
         val[c, s], test[c, s] = (_score("train(...)[0]", out[0]), _score("train(...)[1]", out[1]))
+        if len(out) == 3:
+            correct[c][s] = np.asarray(out[2])
+            if correct[c][s].ndim != 1:
+                fail("train(...)[2]", "the run's per-image test correctness, a vector of shape (n_test,)",
+                     out[2], TypeError)  # fmt: skip
+    if forms == {3}:
+        lengths = {v.shape for row in correct for v in row}
+        if len(lengths) > 1:
+            fail("train", "returning test_correct for the same test images in every run",
+                 f"shapes {sorted(lengths)}")  # fmt: skip
+        return from_scores(name, configs_t, seeds_t, val, test, higher_is_better=higher_is_better,
+                           correct=np.stack([np.stack(row) for row in correct]))  # fmt: skip
     return from_scores(name, configs_t, seeds_t, val, test, higher_is_better=higher_is_better)
 
 
@@ -151,6 +190,7 @@ def from_scores(
     test: Sequence[Sequence[float]] | np.ndarray,
     *,
     higher_is_better: bool = True,
+    correct: Any = None,
 ) -> TunedArm:
     """A :class:`TunedArm` from scores computed elsewhere (a grid the chapter already ran).
 
@@ -161,12 +201,15 @@ def from_scores(
         val: validation scores, shape ``(len(configs), len(seeds))``; NaN for a diverged run.
         test: test scores, same shape.
         higher_is_better: ``True`` for accuracies, ``False`` for losses and errors.
+        correct: optional per-image test correctness of every run, booleans (or 0/1) of shape
+            ``(len(configs), len(seeds), n_test)``; ``test`` must be their means (accuracies).
 
     Raises:
-        TypeError: if ``name`` is not a string, a configuration is not a mapping, or ``higher_is_better`` is
-            not a bool.
+        TypeError: if ``name`` is not a string, a configuration is not a mapping, ``higher_is_better`` is
+            not a bool, or ``correct`` is not an array of booleans.
         ValueError: if there are no configurations or seeds, a seed repeats, the score arrays have another
-            shape, or on some seed no configuration has a finite validation score.
+            shape, on some seed no configuration has a finite validation score, or ``correct`` has another
+            shape or means other than ``test``.
     """
     check_type("name", name, str, "a string")
     check_type("higher_is_better", higher_is_better, bool, "a bool")
@@ -182,7 +225,8 @@ def from_scores(
             fail(label, f"of shape {shape} (configs, seeds), not {arr.shape}", scores)
         arr.setflags(write=False)
         arrays.append(arr)
-    arm = TunedArm(name, configs_t, seeds_t, arrays[0], arrays[1], higher_is_better)
+    right = None if correct is None else _check_correct(correct, arrays[1], higher_is_better)
+    arm = TunedArm(name, configs_t, seeds_t, arrays[0], arrays[1], higher_is_better, right)
     arm.chosen  # noqa: B018 -- fail now, not later, if a seed has nothing to choose
     return arm
 
@@ -202,6 +246,8 @@ def compare_tuned(
         baseline: the arm without it; the same seeds in the same order and the same budget.
         n_test, confidence: as in :func:`dltricks.compare.compare_paired`.
         outcomes: as in :func:`dltricks.compare.compare_paired`, for the configurations each arm chose.
+            Leave it out when both arms carry their per-image correctness (``correct``): it is then
+            computed from the chosen runs (:func:`paired_outcomes`).
 
     Returns:
         The :class:`~dltricks.compare.PairedComparison` of ``treatment.best_test`` against
@@ -210,7 +256,8 @@ def compare_tuned(
     Raises:
         TypeError: if either arm is not a :class:`TunedArm`.
         ValueError: if the arms were tuned on different seeds, with different budgets, or with opposite
-            ``higher_is_better``; and as :func:`~dltricks.compare.compare_paired`.
+            ``higher_is_better``; as :func:`paired_outcomes`; if ``outcomes`` is given although both arms
+            carry their correctness; and as :func:`~dltricks.compare.compare_paired`.
     """
     check_type("treatment", treatment, TunedArm, "a TunedArm (from tune or from_scores)")
     check_type("baseline", baseline, TunedArm, "a TunedArm (from tune or from_scores)")
@@ -225,6 +272,12 @@ def compare_tuned(
         )
     if baseline.higher_is_better != treatment.higher_is_better:
         fail("baseline", "scored in the same direction as the treatment", baseline.higher_is_better)
+    own = paired_outcomes(treatment, baseline)
+    if own is not None:
+        if outcomes is not None:
+            fail("outcomes", "left out: both arms carry their per-image correctness, which gives them",
+                 outcomes)  # fmt: skip
+        outcomes = own
     return compare_paired(
         treatment.best_test,
         baseline.best_test,
@@ -233,6 +286,58 @@ def compare_tuned(
         confidence=confidence,
         outcomes=outcomes,
     )
+
+
+def paired_outcomes(treatment: TunedArm, baseline: TunedArm) -> PairedOutcomes | None:
+    """The per-image outcomes of the runs each arm chose, seed by seed, for the paired sampling error.
+
+    Returns:
+        :meth:`PairedOutcomes.from_correct` of ``treatment.chosen_correct`` and ``baseline.chosen_correct``;
+        ``None`` when neither arm carries its correctness.
+
+    Raises:
+        TypeError: if either arm is not a :class:`TunedArm`.
+        ValueError: if only one arm carries its correctness, or the two were scored on different numbers
+            of test images.
+    """
+    check_type("treatment", treatment, TunedArm, "a TunedArm (from tune or from_scores)")
+    check_type("baseline", baseline, TunedArm, "a TunedArm (from tune or from_scores)")
+    t, b = treatment.chosen_correct, baseline.chosen_correct
+    if t is None and b is None:
+        return None
+    if t is None:
+        fail("treatment", "carrying per-image test correctness, as the baseline does (or neither should)",
+             treatment.name)  # fmt: skip
+    if b is None:
+        fail("baseline", "carrying per-image test correctness, as the treatment does (or neither should)",
+             baseline.name)  # fmt: skip
+    assert t is not None and b is not None  # fail raised above otherwise
+    if t.shape != b.shape:
+        fail("baseline", f"scored on the treatment's {t.shape[1]} test images", f"{b.shape[1]} images")
+    return PairedOutcomes.from_correct(t, b)
+
+
+def _check_correct(correct: Any, test: np.ndarray, higher_is_better: bool) -> np.ndarray:
+    try:
+        arr = np.array(correct)
+    except (TypeError, ValueError):
+        fail("correct", "an array of booleans of shape (configs, seeds, n_test)", correct, TypeError)
+    if arr.dtype != bool and not (np.issubdtype(arr.dtype, np.number) and np.isin(arr, (0, 1)).all()):
+        fail("correct", "booleans (or 0/1): whether each run got each test image right", correct, TypeError)
+    if arr.ndim != 3 or arr.shape[:2] != test.shape or arr.shape[2] < 2:
+        fail("correct", f"of shape {test.shape + ('n_test',)} (configs, seeds, n_test >= 2)",
+             f"shape {arr.shape}")  # fmt: skip
+    if not higher_is_better:
+        fail("correct", "given only for accuracies (higher_is_better=True)", "per-image correctness")
+    means = arr.mean(axis=2)
+    worst = np.unravel_index(np.argmax(np.abs(means - test)), test.shape)
+    if abs(means[worst] - test[worst]) > 1e-9:
+        fail("test", "the means of `correct` (the accuracies of the same runs on the same images)",
+             f"{test[worst]:.6g} for config {worst[0]}, seed index {worst[1]}, whose correctness has "
+             f"mean {means[worst]:.6g}")  # fmt: skip
+    arr = arr.astype(bool)
+    arr.setflags(write=False)
+    return arr
 
 
 def _check_grid(
