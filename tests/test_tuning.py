@@ -614,3 +614,83 @@ def test_paired_outcomes_is_none_without_correctness_and_refuses_what_is_not_an_
         paired_outcomes(_arm(), None)
     a, b = _arm(correct=[[[True, False]] * 2]), _arm(correct=[[[True, True]] * 2], test=[[1.0, 1.0]])
     assert paired_outcomes(a, b) == PairedOutcomes.from_correct([[True, False]] * 2, [[True, True]] * 2)
+
+
+def test_join_seeds_puts_one_seed_grids_side_by_side_with_their_correctness():
+    from dltricks.tuning import join_seeds
+
+    rng = np.random.default_rng(5)
+    parts = []
+    for seed in (7, 3, 9):
+        right = rng.uniform(size=(3, 1, 60)) < 0.7
+        parts.append(
+            from_scores("arm", LRS, [seed], rng.uniform(size=(3, 1)), right.mean(axis=2), correct=right)
+        )
+    joined = join_seeds(parts)
+    assert joined.seeds == (7, 3, 9) and joined.name == "arm" and joined.configs == parts[0].configs
+    np.testing.assert_array_equal(joined.val, np.hstack([p.val for p in parts]))
+    np.testing.assert_array_equal(joined.test, np.hstack([p.test for p in parts]))
+    np.testing.assert_array_equal(joined.correct, np.concatenate([p.correct for p in parts], axis=1))
+    np.testing.assert_array_equal(joined.best_test, [p.best_test[0] for p in parts])
+    assert join_seeds(parts, name="other").name == "other"
+    plain = join_seeds([from_scores("l", LRS, [s], p.val, p.test, higher_is_better=False) for s, p in
+                        zip((1, 2, 3), parts)])  # fmt: skip
+    assert plain.correct is None and plain.higher_is_better is False and plain.seeds == (1, 2, 3)
+
+
+@pytest.mark.parametrize(
+    ("arms", "error", "message"),
+    [
+        ([], TypeError, "`arms` must be a non-empty sequence of TunedArms. Received: arms=[]"),
+        ("ab", TypeError, "`arms` must be a non-empty sequence of TunedArms. Received: arms='ab'"),
+        (
+            [1],
+            TypeError,
+            "`arms[i]` must be a TunedArm (from tune or from_scores). Received: arms[i]=1",
+        ),
+        (
+            [
+                _arm(seeds=[0], val=[[0.5]], test=[[0.5]]),
+                _arm(seeds=[1], val=[[0.5]], test=[[0.5]], configs=[{"lr": 2}]),
+            ],
+            ValueError,
+            "`arms` must be tuned on one grid (1 configurations of 'a'). "
+            "Received: arms=\"'a' with [{'lr': 2}]\"",
+        ),
+        (
+            [
+                _arm(seeds=[0], val=[[0.5]], test=[[0.5]]),
+                _arm(seeds=[1], val=[[0.5]], test=[[0.5]], higher_is_better=False),
+            ],
+            ValueError,
+            "`arms` must be scored in one direction. Received: arms=\"'a' with higher_is_better=False\"",
+        ),
+        (
+            [_arm(seeds=[0], val=[[0.5]], test=[[0.5]]), _arm(seeds=[0], val=[[0.5]], test=[[0.5]])],
+            ValueError,
+            "`seeds` must be distinct seeds (a repeated seed is the same run twice). Received: seeds=[0, 0]",
+        ),
+        (
+            [
+                _arm(seeds=[0], val=[[0.5]], test=[[0.5]], correct=[[[True, False]]]),
+                _arm(seeds=[1], val=[[0.5]], test=[[0.5]], name="b"),
+            ],
+            ValueError,
+            "`arms` must be all carrying per-image test correctness, or none. Received: arms=['a', 'b']",
+        ),
+        (
+            [
+                _arm(seeds=[0], val=[[0.5]], test=[[0.5]], correct=[[[True, False]]]),
+                _arm(seeds=[1], val=[[0.5]], test=[[0.5]], correct=[[[True, False, True, False]]]),
+            ],
+            ValueError,
+            "`arms` must be scored on the same number of test images. Received: arms='sizes [2, 4]'",
+        ),
+    ],
+)
+def test_join_seeds_refusals_word_for_word(arms, error, message):
+    from dltricks.tuning import join_seeds
+
+    with pytest.raises(error) as raised:
+        join_seeds(arms)
+    assert str(raised.value) == message

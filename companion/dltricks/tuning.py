@@ -231,6 +231,56 @@ def from_scores(
     return arm
 
 
+def join_seeds(arms: Sequence[TunedArm], name: str | None = None) -> TunedArm:
+    """One arm from arms tuned on different seeds with the same grid (e.g. one :func:`tune` call per seed).
+
+    Args:
+        arms: :class:`TunedArm` s with the same configurations and direction, on disjoint seeds; all with
+            their per-image correctness (on the same number of test images) or all without.
+        name: the joined arm's name; default: the first arm's.
+
+    Returns:
+        A :class:`TunedArm` over the arms' seeds in the order given, with their grids side by side.
+
+    Raises:
+        TypeError: if ``arms`` is not a non-empty sequence of :class:`TunedArm` s.
+        ValueError: if the arms' configurations or directions differ, a seed repeats, or some carry
+            correctness and others do not (or on another number of images).
+    """
+    if isinstance(arms, (str, bytes)) or not isinstance(arms, Sequence) or not arms:
+        fail("arms", "a non-empty sequence of TunedArms", arms, TypeError)
+    for arm in arms:
+        check_type("arms[i]", arm, TunedArm, "a TunedArm (from tune or from_scores)")
+    first = arms[0]
+    for arm in arms[1:]:
+        if arm.configs != first.configs:
+            fail("arms", f"tuned on one grid ({first.budget} configurations of {first.name!r})",
+                 f"{arm.name!r} with {[dict(c) for c in arm.configs]}")  # fmt: skip
+        if arm.higher_is_better != first.higher_is_better:
+            fail(
+                "arms",
+                "scored in one direction",
+                f"{arm.name!r} with higher_is_better={arm.higher_is_better}",
+            )
+    if len({a.correct is None for a in arms}) > 1:
+        fail("arms", "all carrying per-image test correctness, or none", [a.name for a in arms])
+    correct = None
+    if first.correct is not None:
+        sizes = sorted({a.correct.shape[2] for a in arms if a.correct is not None})
+        if len(sizes) > 1:
+            fail("arms", "scored on the same number of test images", f"sizes {sizes}")
+        correct = np.concatenate([a.correct for a in arms if a.correct is not None], axis=1)
+    return from_scores(
+        first.name if name is None else name,
+        first.configs,
+        [s for a in arms for s in a.seeds],
+        np.hstack([a.val for a in arms]),
+        np.hstack([a.test for a in arms]),
+        higher_is_better=first.higher_is_better,
+        correct=correct,
+    )
+
+
 def compare_tuned(
     treatment: TunedArm,
     baseline: TunedArm,
