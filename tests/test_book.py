@@ -90,6 +90,7 @@ def test_tensorflow_is_quiet_before_a_chapter_imports_it(monkeypatch):
     assert {k: os.environ[k] for k in QUIET_TENSORFLOW_ENV} == {
         "TF_CPP_MIN_LOG_LEVEL": "2",
         "KERAS_BACKEND": "tensorflow",
+        "TF_ENABLE_ONEDNN_OPTS": "0",
     }
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")
     assert quiet_tensorflow()["TF_CPP_MIN_LOG_LEVEL"] == "0"

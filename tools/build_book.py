@@ -348,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
 
     sys.path.insert(0, str(ROOT / "companion"))
     from dltricks.data import DataNotFoundError, locate_fashion_mnist
+    from dltricks.keras import QUIET_TENSORFLOW_ENV
     from dltricks.threads import thread_budget, thread_env
 
     profile = resolve_profile(args.profile)
@@ -370,8 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         "DLTRICKS_RESULTS_DIR": str(results),
         "DLTRICKS_PROGRESS": "0",
         "PYTHONHASHSEED": str(args.seed),
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-        "KERAS_BACKEND": "tensorflow",
+        **QUIET_TENSORFLOW_ENV,
         "MPLBACKEND": "module://matplotlib_inline.backend_inline",
     } | thread_env(threads)
     cache = build_inputs.open_cache(build / "cache")

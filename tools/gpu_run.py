@@ -139,6 +139,7 @@ def execute(md: Path, nb_out: Path, results: Path, params: dict) -> None:
     import papermill as pm
 
     import build_book
+    from dltricks.keras import QUIET_TENSORFLOW_ENV
     from dltricks.threads import thread_budget, thread_env
 
     nb = build_book.prepare(md, params, {})
@@ -149,8 +150,7 @@ def execute(md: Path, nb_out: Path, results: Path, params: dict) -> None:
             "DLTRICKS_RESULTS_DIR": str(results),
             "DLTRICKS_PROGRESS": "0",
             "PYTHONHASHSEED": str(params["SEED"]),
-            "TF_CPP_MIN_LOG_LEVEL": "2",
-            "KERAS_BACKEND": "tensorflow",
+            **QUIET_TENSORFLOW_ENV,
             "MPLBACKEND": "module://matplotlib_inline.backend_inline",
         }
         | thread_env(thread_budget())

@@ -13,10 +13,17 @@ from typing import Any
 from dltricks._checks import check_float, check_int, fail
 
 # TensorFlow's C++ logging reads TF_CPP_MIN_LOG_LEVEL once, when TensorFlow is imported: 2 keeps errors and
-# drops the INFO and WARNING lines it prints at start-up (oneDNN's custom-operations notice, the CUDA/cuDNN/
-# cuBLAS factory probes, absl's "All log messages before absl::InitializeLog()"). Keras 3 reads KERAS_BACKEND
-# the same way. Python warnings (the ``warnings`` module: a deprecation a reader should see) are unaffected.
-QUIET_TENSORFLOW_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "KERAS_BACKEND": "tensorflow"}
+# drops the INFO and WARNING lines it prints at start-up (the CUDA/cuDNN/cuBLAS factory probes). Keras 3 reads
+# KERAS_BACKEND the same way. On a CPU with AVX-512, TensorFlow 2.21 turns on oneDNN's custom operations and
+# says so in a line (with absl's "All log messages before absl::InitializeLog()") that it writes before its
+# log level applies; TF_ENABLE_ONEDNN_OPTS=0 keeps them off, so that line is not printed and the Keras cells
+# compute the same way whether or not the CPU has those instructions. Python warnings (the ``warnings``
+# module: a deprecation a reader should see) are unaffected.
+QUIET_TENSORFLOW_ENV = {
+    "TF_CPP_MIN_LOG_LEVEL": "2",
+    "KERAS_BACKEND": "tensorflow",
+    "TF_ENABLE_ONEDNN_OPTS": "0",
+}
 
 
 def quiet_tensorflow() -> dict[str, str]:
