@@ -82,6 +82,16 @@ def test_every_arm_had_the_same_tuning_budget_chosen_on_validation(tl):
         tuned_comparison(tl, key)  # choice on validation, equal budgets and seeds, verdict recomputed
 
 
+def test_every_comparison_uses_the_paired_sampling_error_of_its_test_images(tl):
+    """The test-set error of each comparison is the paired one, from which images each arm's chosen runs got
+    right (PairedOutcomes), not the binomial error of one accuracy: every arm is scored on the same images."""
+    for key in (k for k, e in tl["results"].items() if "comparison" in e):
+        cmp = tl["results"][key]["comparison"]
+        assert cmp["outcomes"] is not None, key
+        assert cmp["outcomes"]["n_seeds"] == len(cmp["treatment"]), key
+        assert sum(cmp["outcomes"]["counts"]) == cmp["n_test"], key
+
+
 @pytest.mark.parametrize("key", REUSE)
 def test_reuse_rests_on_five_or_more_independent_source_models(tl, key):
     cmp = tl["results"][key]["comparison"]
