@@ -106,14 +106,18 @@ def test_mixed_precision_and_compilation_keep_the_accuracy(gpu):
         if key not in gpu["results"] or "comparison" not in gpu["results"][key]:
             continue
         result = comparison(gpu, key)
-        # Within three binomial standard errors of the test set plus the seeds' spread: no real loss.
-        p = np.mean(gpu["results"][key]["comparison"]["baseline"])
-        tol = 3 * np.sqrt(p * (1 - p) / n_test) + 3 * result.std / np.sqrt(result.n)
+        outcomes = gpu["results"][key]["comparison"]["outcomes"]
+        # Paired on the same test images: the error of the difference is the paired one (PairedOutcomes).
+        assert outcomes is not None and sum(outcomes["counts"]) == n_test, key
+        assert result.sampling_error > 0, key
+        # Within three paired standard errors of the test set plus the seeds' spread: no real loss.
+        tol = 3 * result.sampling_error + 3 * result.std / np.sqrt(result.n)
         assert result.mean > -max(tol, 0.01), (key, result.mean, tol)
 
 
 def test_tuned_training_keeps_the_accuracy_of_the_naive_one(gpu):
     acc = comparison(gpu, "e2e_acc")  # the verdict shown is the one the recorded values give
+    assert gpu["results"]["e2e_acc"]["comparison"]["outcomes"] is not None  # paired on the test images
     comparison(gpu, "e2e_time")
     # The chapter's stated tolerance: 2 points, or the paired 95% interval when the seeds spread wider.
     tol = values(gpu, "e2e_acc_tol")[0]

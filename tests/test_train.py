@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from dltricks.batches import TensorBatches
 from dltricks.device import resolve_device
@@ -441,3 +443,28 @@ def test_tensorboard_rejects_bad_arguments(kwargs, error, pattern):
 
     with pytest.raises(error, match=pattern):
         TensorBoard(**kwargs)
+
+
+def test_correct_predictions_are_per_example_in_batch_order_and_restore_modes():
+    from dltricks.train import correct_predictions
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.5), nn.Linear(8, 3))
+    model[1].train()
+    model[0].eval()  # a mixed-mode model: each module's own flag comes back
+    x, y = torch.randn(37, 4), torch.randint(0, 3, (37,))
+    batches = TensorBatches(x, y, 10, shuffle=False)
+    right = correct_predictions(model, batches)
+    assert right.dtype == bool and right.shape == (37,)
+    with torch.no_grad():
+        model.eval()
+        expected = (model(x).argmax(1) == y).numpy()
+    model[1].train()
+    model[0].eval()
+    np.testing.assert_array_equal(right, expected)  # eval mode (no dropout), in the batches' order
+    assert [m.training for m in model] == [False, True, False]
+    assert right.mean() == pytest.approx(evaluate(model, batches)["accuracy"], abs=1e-6)  # float32 means
+    with pytest.raises(ValueError, match="`batches` must yield at least one batch"):
+        correct_predictions(model, [])
+    with pytest.raises(TypeError, match="`model` must be a torch.nn.Module"):
+        correct_predictions(lambda v: v, batches)

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm.std import tqdm
@@ -34,7 +35,17 @@ from dltricks.nonfinite import (
     skips_on_device,
 )
 
-__all__ = ["Batch", "Callback", "History", "Metric", "TrainState", "accuracy", "evaluate", "fit"]
+__all__ = [
+    "Batch",
+    "Callback",
+    "History",
+    "Metric",
+    "TrainState",
+    "accuracy",
+    "correct_predictions",
+    "evaluate",
+    "fit",
+]
 
 REMEDIES = "usual remedies: a lower learning rate, gradient clipping, checking the inputs for NaN or inf"
 
@@ -79,6 +90,42 @@ def evaluate(
     if totals is None or count == 0:
         raise ValueError("`batches` must yield at least one batch. Received: an empty iterable")
     return {k: v / count for k, v in zip(["loss", *metrics], totals.tolist(), strict=True)}
+
+
+def correct_predictions(
+    model: nn.Module, batches: Iterable[Batch], device: str | torch.device = "cpu"
+) -> np.ndarray:
+    """Which examples ``model`` classifies right, in the order ``batches`` yields them, in evaluation mode.
+
+    Two models scored on the same examples in the same order (``shuffle=False``) can then be compared image
+    by image: :meth:`dltricks.compare.PairedOutcomes.from_correct` turns the per-seed rows of two arms into
+    the paired sampling error of their difference in accuracy. The mean of the result is ``evaluate``'s
+    ``"accuracy"`` (up to the float32 rounding of its per-batch means).
+
+    Args:
+        model: a classifier returning logits ``(n, classes)``.
+        batches: ``(x, y)`` batches with integer targets ``(n,)``.
+        device: where to compute.
+
+    Returns:
+        Booleans, shape ``(n_examples,)``: whether the arg-max logit equals the target. Each submodule's own
+        ``training`` flag is restored afterwards, as in :func:`evaluate`.
+
+    Raises:
+        TypeError: if ``model`` is not a module.
+        ValueError: when ``batches`` yields no batch.
+    """
+    check_type("model", model, nn.Module, "a torch.nn.Module")
+    dev = resolve_device(device)
+    rows = []
+    with saved_modes(model), torch.no_grad():
+        model.eval()
+        for x, y in batches:
+            out = model(x.to(dev, non_blocking=True))
+            rows.append((out.argmax(dim=1) == y.to(dev, non_blocking=True)).cpu())
+    if not rows:
+        raise ValueError("`batches` must yield at least one batch. Received: an empty iterable")
+    return torch.cat(rows).numpy()
 
 
 def fit(
