@@ -136,6 +136,15 @@ def test_no_refinement_beats_fine_tuning_everything_at_a_tuned_rate(tl):
     assert verdict(tl, "depth_slow_vs_recipe") != "helps"
 
 
+def test_the_autoencoder_arm_is_trained_not_collapsed(tl):
+    """A fair autoencoder arm: its reconstruction is far better than drawing the mean image (an encoder that
+    lost its code entirely can only do that), few code units are off for every image, and the classifier it
+    starts is far above chance (20%, five classes) on every seed."""
+    assert np.all(values(tl, "ae_mse") < 0.6 * values(tl, "ae_mse_mean_image"))
+    assert np.all(values(tl, "ae_dead") < 0.5)
+    assert values(tl, "ae_ae_small").min() > 0.5
+
+
 def test_pretraining_with_100_labels(tl):
     """The autoencoder's encoder is clearly worse than training from scratch; model A is never clearly worse
     than scratch and clearly better than the autoencoder. (Model A against scratch is "no clear difference"
