@@ -107,6 +107,16 @@ def test_every_worded_comparison_matches_the_shared_rule(gen):
         comparison(gen, key)
 
 
+def test_accuracy_comparisons_use_the_paired_sampling_error(gen):
+    # Both arms are scored on the same test images: each accuracy comparison records which images each seed's
+    # models got right (as counts of the per-image difference), so its margin is the paired error.
+    for key in ("wd_test_acc_change", "l1_minus_l2_acc"):
+        settings = gen["results"][key]["comparison"]
+        assert settings["outcomes"] is not None, key
+        assert settings["outcomes"]["n_seeds"] == len(gen["seeds"]), key
+        assert sum(settings["outcomes"]["counts"]) == settings["n_test"], key
+
+
 def test_minimum_norm_fits_show_a_second_descent_past_interpolation(gen):
     n = values(gen, "poly_n_train")[0]
     # the peak sits at the interpolation threshold, degree n - 1
