@@ -136,7 +136,7 @@ def test_no_refinement_beats_fine_tuning_everything_at_a_tuned_rate(tl):
     assert verdict(tl, "depth_slow_vs_recipe") != "helps"
 
 
-def test_the_autoencoder_arm_is_trained_not_collapsed(tl):
+def test_the_autoencoder_arm_is_trained(tl):
     """A fair autoencoder arm: its reconstruction is far better than drawing the mean image (an encoder that
     lost its code entirely can only do that), few code units are off for every image, and the classifier it
     starts is far above chance (20%, five classes) on every seed."""
@@ -146,13 +146,15 @@ def test_the_autoencoder_arm_is_trained_not_collapsed(tl):
 
 
 def test_pretraining_with_100_labels(tl):
-    """The autoencoder's encoder is clearly worse than training from scratch; model A is never clearly worse
-    than scratch and clearly better than the autoencoder. (Model A against scratch is "no clear difference"
-    at quick's first seeds 0-303 and "helps", 6 of 6 seeds, in the full profile: the prose words it through
-    glue, so the test pins only what the argument needs.)"""
-    assert verdict(tl, "ae_vs_scratch_small") == "hurts"
+    """The page's argument: with 100 labels the autoencoder's encoder does not help against training from
+    scratch, and model A is never clearly worse than scratch or than the autoencoder. With the autoencoder
+    trained (linear code, no collapse) the autoencoder against scratch is "hurts" at quick's first seed 0 and
+    "no clear difference" at 404, model A against the autoencoder "helps" and "no clear difference": the
+    prose words both through glue, so the test pins only what the argument needs. (The "hurts" and "helps"
+    pinned before came from an autoencoder arm at chance, see test_the_autoencoder_arm_is_trained.)"""
+    assert verdict(tl, "ae_vs_scratch_small") != "helps"
     assert verdict(tl, "a_vs_scratch_small") != "hurts"
-    assert verdict(tl, "a_vs_ae_small") == "helps"
+    assert verdict(tl, "a_vs_ae_small") != "hurts"
 
 
 def test_few_label_methods(tl):
