@@ -180,3 +180,27 @@ def test_weight_decay_with_batch_norm_shrinks_the_weights_and_raises_the_effecti
     assert comparison(opt, "wd_norm_change").verdict == "helps"
     assert comparison(opt, "wd_rel_change").verdict == "helps"
     comparison(opt, "wd_bn_acc")
+
+
+def test_every_accuracy_comparison_uses_the_paired_sampling_error_of_its_images(opt):
+    # Both arms of every accuracy comparison are scored on the same images (the test set; the validation set
+    # for the default-rate winner's margin), so each records which images every seed's model got right and
+    # its margin uses the sampling error of the paired difference, not the binomial error of one accuracy.
+    schedules = ("step", "exponential", "power", "piecewise", "plateau", "onecycle", "cosine")
+    keys = [
+        "debug_lower_acc", "debug_raise_acc", "debug_further_acc", "warmup_gain_512", "bs_gain_512",
+        "bs_fixed_512_vs_32", "bs_scaled_512_vs_32", "bn_vs_plain", "bn_g8_vs_full", "bn_g4_vs_full",
+        "bn_g2_vs_full", "wd_bn_acc", "adadelta_vs_keras", "adadelta_vs_adam", "cmp_margin",
+        "cmp_tuned_margin", "cmp_tuned_sgdm_vs_adam",
+    ] + [f"sched_vs_constant_{k}" for k in schedules]  # fmt: skip
+    for key in keys:
+        settings = opt["results"][key]["comparison"]
+        outcomes = settings["outcomes"]
+        assert outcomes is not None, key
+        assert outcomes["n_seeds"] == len(opt["seeds"]), key
+        assert settings["n_test"] is not None and sum(outcomes["counts"]) == settings["n_test"], key
+        (tuned_comparison if "tuning" in opt["results"][key] else comparison)(opt, key)
+    assert opt["results"]["cmp_margin"]["comparison"]["n_test"] == values(opt, "n_val")[0]
+    # Only the comparisons that are not accuracies on a fixed set of images keep no outcomes.
+    rest = {k for k, e in opt["results"].items() if "comparison" in e} - set(keys)
+    assert rest == {"debug_raise_short", "wd_norm_change", "wd_rel_change", "cmp_spread_change"}, rest
