@@ -81,6 +81,19 @@ def test_the_comparison_table_is_worded_by_the_shared_rule(drop):
         comparison(drop, key)
 
 
+def test_accuracy_comparisons_use_the_paired_sampling_error(drop):
+    # Both arms are scored on the same test images: each accuracy comparison records which images each seed's
+    # models got right (as counts of the per-image difference), so its margin is the paired error.
+    keys = ["test_acc_change_p05", "maxnorm_with_dropout", "es_vs_full_budget", "aug_test_acc_change"]
+    keys += [k for k, e in drop["results"].items() if k.startswith("cmp_vs_none_") and "comparison" in e]
+    assert len(keys) == 9, keys
+    for key in keys:
+        settings = drop["results"][key]["comparison"]
+        assert settings["outcomes"] is not None, key
+        assert settings["outcomes"]["n_seeds"] == len(drop["seeds"]), key
+        assert sum(settings["outcomes"]["counts"]) == settings["n_test"], key
+
+
 @pytest.mark.keras
 @pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None, reason="TensorFlow is not installed")
 def test_keras_cells_ran_and_recorded_results(drop):
