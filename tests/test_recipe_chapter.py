@@ -137,3 +137,31 @@ def test_conv_design_costs_and_comparisons(recipe):
     # Processor time follows the multiply-adds where they differ by 2x or more.
     assert np.median(values(recipe, "conv_time_s2")) < 1
     assert np.median(values(recipe, "conv_time_64_vs_16")) > 1
+
+
+def test_every_accuracy_comparison_uses_the_paired_sampling_error_of_its_examples(recipe):
+    # Both arms of each of these comparisons are scored on the same examples (held-out rows, test pairs, the
+    # test shirts for recall, the confident test images, the test set), so each records which examples every
+    # seed's model got right and its margin uses the sampling error of the paired difference, not the
+    # binomial error of one accuracy.
+    keys = [
+        "cat_embed8_vs_onehot", "ml_sigmoid_vs_softmax_thr", "recall_change_over", "recall_change_under",
+        "recall_change_weights", "ns_acc_notsure_vs_forced", "ns_acc_leftout_vs_forced",
+        "debug_acc_bug_vs_correct", "conv_width_32_vs_16", "conv_width_64_vs_32", "conv_stride2_vs_1",
+        "conv_swap_vs_32",
+    ]  # fmt: skip
+    for key in keys:
+        settings = recipe["results"][key]["comparison"]
+        outcomes = settings["outcomes"]
+        assert outcomes is not None, key
+        assert outcomes["n_seeds"] == len(recipe["seeds"]), key
+        assert settings["n_test"] is not None and sum(outcomes["counts"]) == settings["n_test"], key
+        comparison(recipe, key)
+    assert (
+        recipe["results"]["ns_acc_leftout_vs_forced"]["comparison"]["n_test"]
+        == values(recipe, "ns_n_confident")[0]
+    )
+    # No comparison is left with the binomial stand-in: the others are not shares of examples.
+    binomial = [k for k, e in recipe["results"].items() if "comparison" in e and k not in keys
+                and e["comparison"]["n_test"] is not None]  # fmt: skip
+    assert not binomial, binomial
