@@ -116,3 +116,20 @@ def test_every_worded_comparison_matches_the_shared_rule(grad):
     } <= set(keys), keys
     for key in keys:
         comparison(grad, key)
+
+
+def test_accuracy_comparisons_use_the_paired_sampling_error(grad):
+    # Both arms are scored on the same test images: each accuracy comparison records which images each seed's
+    # models got right (as counts of the per-image difference), so its margin is the paired error. Two are
+    # recorded only when no run diverged (deep_relu_vs_tanh, rnn_value_vs_norm); the rest always are.
+    always = [
+        f"deep50_{a}_vs_plain_{b}" for a in ("bn_sigmoid", "residual_relu") for b in ("relu", "sigmoid")
+    ]
+    always += ["deep_n01_vs_tanh", "pre_vs_none", "reg_l2_vs_none", "reg_l1_vs_none"]
+    optional = ("deep_relu_vs_tanh", "rnn_value_vs_norm")
+    sometimes = [k for k in optional if "comparison" in grad["results"].get(k, {})]
+    for key in always + sometimes:
+        settings = grad["results"][key]["comparison"]
+        assert settings["outcomes"] is not None, key
+        assert settings["outcomes"]["n_seeds"] == len(grad["seeds"]), key
+        assert sum(settings["outcomes"]["counts"]) == settings["n_test"], key
