@@ -694,3 +694,39 @@ def test_join_seeds_refusals_word_for_word(arms, error, message):
     with pytest.raises(error) as raised:
         join_seeds(arms)
     assert str(raised.value) == message
+
+
+def test_correct_refusals_and_acceptances_the_mutants_found():
+    """Mutation survivors of from_scores(correct=...) and tune's third value (issue 25)."""
+    # A ragged array cannot be made: refused as a TypeError naming `correct`.
+    with pytest.raises(TypeError) as raised:
+        from_scores("a", LRS[:1], [0, 1], [[0.5, 0.5]], [[0.5, 0.5]], correct=[[[True], [True, False]]])
+    assert str(raised.value) == (
+        "`correct` must be an array of booleans of shape (configs, seeds, n_test). "
+        "Received: correct=[[[True], [True, False]]]"
+    )
+    # 0/1 integers are accepted (and kept as booleans), zeros included.
+    arm = from_scores("a", LRS[:1], [0], [[0.5]], [[0.25]], correct=[[[0, 1, 0, 0]]])
+    assert arm.correct.dtype == bool and arm.correct.tolist() == [[[False, True, False, False]]]
+    # The refused cell is the one whose test score is furthest from its correctness' mean, named by config and
+    # seed index: here config 1 on seed index 0 (not the cell with the largest scores).
+    right = np.ones((2, 3, 4), bool)
+    test = right.mean(axis=2).copy()
+    test[1, 0] = 0.5
+    with pytest.raises(ValueError) as raised:
+        from_scores("a", LRS[:2], [0, 1, 2], np.ones((2, 3)), test, correct=right)
+    assert str(raised.value).endswith(
+        "Received: test='0.5 for config 1, seed index 0, whose correctness has mean 1'"
+    )
+    # A difference of exactly 1e-9 is within the tolerance (the bound is inclusive).
+    assert from_scores("a", LRS[:1], [0], [[0.5]], [[1e-9]], correct=[[[False, False]]]).test[0, 0] == 1e-9
+    # tune's third value must be a vector; the message shows what was returned.
+    with pytest.raises(TypeError) as raised:
+        tune("a", lambda c, s: (0.5, 0.5, 0.5), LRS, [0])
+    assert str(raised.value) == (
+        "`train(...)[2]` must be the run's per-image test correctness, a vector of shape (n_test,). "
+        "Received: train(...)[2]=0.5"
+    )
+    # tune passes higher_is_better on with per-image correctness too: losses cannot carry it.
+    with pytest.raises(ValueError, match="given only for accuracies"):
+        tune("l", lambda c, s: (0.5, 0.5, [True, False]), LRS, [0], higher_is_better=False)

@@ -114,7 +114,12 @@ _FILLED = (
     "tune's score arrays are created with another fill (None): every cell is written by train's output"
     " before it is read, and from_scores converts both to float (np.full_like(float array, None) is NaN)"
 )
+_ASSERT_FOR_MYPY = (
+    "`assert t is not None or b is not None` for `and`: reached only when both are not None (fail raised"
+    " otherwise); the assert is there for the type checker"
+)
 EQUIVALENT: dict[str, str] = {
+    "dltricks.tuning.x_paired_outcomes__mutmut_53": _ASSERT_FOR_MYPY,
     "dltricks.tuning.x_tune__mutmut_24": _FILLED,
     "dltricks.tuning.x_tune__mutmut_29": _FILLED,
     "dltricks.transfer.cut.x_replace_head__mutmut_63": _ROOT_SUBMODULE,
