@@ -375,3 +375,9 @@ def test_zero_one_integer_arrays_equal_booleans_and_counts_are_plain_ints():
 def test_describe_default_format():
     res = compare_paired([2e-5, 1e-5, 3e-5], [0.0, 0.0, 0.0])
     assert res.describe() == "+2e-05 ± 1e-05 (no clear difference; better in 3 of 3 seeds)"
+
+
+def test_from_correct_accepts_zero_one_integers_as_well_as_booleans():
+    """Mutation survivor (issue 25): 0/1 integer arrays are read as booleans, zeros included."""
+    t, b = np.array([[1, 0, 1, 1], [0, 0, 1, 1]]), np.array([[1, 1, 0, 1], [0, 1, 1, 1]])
+    assert PairedOutcomes.from_correct(t, b) == PairedOutcomes.from_correct(t.astype(bool), b.astype(bool))

@@ -621,3 +621,13 @@ def test_a_parameter_whose_first_gradient_comes_later_matches_torch(name, hyper,
     (a, b, b0), (ta, tb, _) = runs
     assert _max_diff([a, b], [ta, tb]) <= PARITY_ATOL
     assert (b - b0).abs().max() > 1e-3  # it did move once its gradient came
+
+
+def test_adam_refuses_a_decoupled_weight_decay_that_is_not_a_bool_by_name():
+    """Mutation survivor (issue 25): the refusal names the argument."""
+    p = torch.nn.Parameter(torch.ones(2))
+    with pytest.raises(TypeError) as raised:
+        Adam([p], weight_decay=0.1, decoupled_weight_decay=1)
+    assert str(raised.value) == (
+        "`decoupled_weight_decay` must be True or False. Received: decoupled_weight_decay=1"
+    )
