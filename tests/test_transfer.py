@@ -19,8 +19,11 @@ from dltricks.transfer import (
     freeze,
     is_frozen_batchnorm,
     param_groups,
+    parametrized_children,
     pretrain_autoencoder,
     replace_head,
+    set_trainable,
+    stateful_children,
     trainable_parameters,
     trainable_summary,
     unfreeze,
@@ -747,3 +750,165 @@ def test_a_container_without_state_of_its_own_gets_no_view():
     cut = FeatureExtractor(model, "0.1", example=torch.randn(3, 4))  # the inner Sequential: buffers below
     assert [repr(v) for v in cut.shared] == ["_OwnState(of Shifted: shift)"]
     assert list(cut.used) == [model[0][0]]
+
+
+# --- mutation survivors of transfer/freeze.py (issue 25): refusals word for word, defaults, exact flags ---
+
+
+def _refusal(call):
+    try:
+        call()
+    except (TypeError, ValueError) as err:
+        return type(err), str(err)
+    return None
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        *[
+            (lambda f=f: f("model"), TypeError, "`model` must be a torch.nn.Module. Received: model='model'")
+            for f in (parametrized_children, stateful_children, trainable_parameters, trainable_summary)
+        ],
+        (
+            lambda: set_trainable(bn_mlp(), 1, depth=1),
+            TypeError,
+            "`trainable` must be a bool. Received: trainable=1",
+        ),
+        (
+            lambda: set_trainable(bn_mlp(), False, depth=1, freeze_batchnorm_stats=0),
+            TypeError,
+            "`freeze_batchnorm_stats` must be a bool. Received: freeze_batchnorm_stats=0",
+        ),
+        (
+            lambda: unfreeze(bn_mlp(), depth=1, train_batchnorm_stats="no"),
+            TypeError,
+            "`train_batchnorm_stats` must be a bool. Received: train_batchnorm_stats='no'",
+        ),
+        (
+            lambda: unfreeze(bn_mlp(), depth=1, optimizer="sgd"),
+            TypeError,
+            "`optimizer` must be a torch.optim.Optimizer or None. Received: optimizer='sgd'",
+        ),
+        (
+            lambda: freeze(bn_mlp(), names="1", depth=1),
+            ValueError,
+            "`names` must be given, or else `depth`, but not both. Received: names='1'",
+        ),
+        (
+            lambda: freeze(bn_mlp(), names=["1", 2]),
+            TypeError,
+            "`names` must be a string or an iterable of strings (module names). Received: names=['1', 2]",
+        ),
+        (
+            lambda: freeze(bn_mlp(), names=["9", "8"]),
+            ValueError,
+            "`names` must be names of submodules of `model` (its children: ['0', '1', '2', '3', '4', '5', "
+            "'6']). Received: names=['9', '8']",
+        ),
+        (
+            lambda: freeze(bn_mlp(), names=""),
+            ValueError,
+            "`names` must be names of submodules of `model` (its children: ['0', '1', '2', '3', '4', '5', "
+            "'6']). Received: names=''",
+        ),
+    ],
+)
+def test_freeze_refusals_word_for_word(call, error, message):
+    assert _refusal(call) == (error, message)
+
+
+@pytest.mark.parametrize("lr", [0.0, -1.0])
+def test_unfreeze_refuses_a_learning_rate_that_is_not_positive_by_name(lr):
+    error, message = _refusal(lambda: unfreeze(bn_mlp(), depth=1, lr=lr))
+    assert (
+        error is ValueError and message.startswith("`lr` must be") and message.endswith(f"Received: lr={lr}")
+    )
+    assert _refusal(lambda: unfreeze(bn_mlp(), depth=1, lr=None)) is None
+
+
+def test_names_are_whole_names_one_or_several():
+    model = nn.Sequential()
+    model.add_module("encoder", nn.Linear(4, 4))
+    model.add_module("head", nn.Linear(4, 2))
+    assert freeze(model, names="encoder") == ["encoder"]  # a string is one name, not its letters
+    assert freeze(model, names=["encoder", "head"]) == ["encoder", "head"]
+    assert not any(p.requires_grad for p in model.parameters())
+
+
+def test_frozen_batchnorm_flags_are_false_not_just_falsy_and_freezing_is_the_default():
+    model = bn_mlp().train()
+    set_trainable(model, False, depth=2)  # freeze_batchnorm_stats defaults to True
+    assert model[2].training is False
+    model.train()
+    model(torch.randn(4, 12))  # the forward pre-hook puts it back in eval mode
+    assert model[2].training is False
+    # A model with a batch norm nested after a non-BN submodule of the same layer: every one is frozen.
+    nested = nn.Sequential(nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3), nn.BatchNorm1d(3))).train()
+    freeze(nested, depth=1)
+    assert [m.training for m in nested[0]] == [True, False, False]
+    # Freezing again without freeze_batchnorm_stats does not release; only unfreezing does.
+    model = bn_mlp().train()
+    freeze(model, depth=2)
+    set_trainable(model, False, depth=2, freeze_batchnorm_stats=False)
+    assert model[2].training is False
+
+
+def test_unfreeze_adds_only_the_newly_trainable_parameters_at_the_optimizers_default_rate():
+    model = bn_mlp()
+    freeze(model, depth=2)  # layers 1 and 2
+    opt = torch.optim.SGD(trainable_parameters(model), lr=0.05)
+    unfreeze(model, depth=3, optimizer=opt)  # layer 4 was trainable already and is held
+    added = opt.param_groups[-1]
+    assert added["name"] == "unfrozen" and added["lr"] == 0.05  # lr=None: the optimizer's default
+    assert [id(p) for p in added["params"]] == [
+        id(p) for p in [*model[1].parameters(), *model[2].parameters()]
+    ]
+    model = bn_mlp()
+    freeze(model, depth=1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)  # holds the frozen layer's parameters already
+    unfreeze(model, depth=1, optimizer=opt)
+    assert len(opt.param_groups) == 1  # nothing new to add
+
+
+def test_the_unfreeze_warning_word_for_word():
+    model = bn_mlp()
+    freeze(model, depth=1)
+    opt = torch.optim.Adam(trainable_parameters(model), lr=0.1)
+    unfreeze(model, depth=1)
+    x, y = data()
+    nn.functional.cross_entropy(model(x), y).backward()
+    with pytest.warns(UserWarning) as record:
+        opt.step()
+    assert [type(w.message) for w in record] == [UserWarning]
+    assert str(record[0].message) == (
+        "unfreeze() made ['1.weight', '1.bias'] trainable, but this Adam does not hold them: they will not "
+        "move. Pass `optimizer=` to unfreeze(), call optimizer.add_param_group(...), or build the optimizer "
+        "after unfreezing."
+    )
+
+
+def test_the_unfreeze_warning_ignores_another_models_optimizer():
+    import warnings
+
+    model = bn_mlp()
+    freeze(model, depth=1)
+    unfreeze(model, depth=1)
+    other = nn.Linear(2, 1)
+    opt = torch.optim.SGD(other.parameters(), lr=0.1)
+    other(torch.ones(1, 2)).sum().backward()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        opt.step()  # holds none of `model`'s parameters: not this model's optimizer, no warning
+
+
+def test_the_summary_prints_a_table_and_marks_only_frozen_batchnorm_as_eval():
+    model = bn_mlp()
+    s = trainable_summary(model)
+    assert [r.kind for r in s.rows][:3] == ["Flatten", "Linear", "BatchNorm1d"]  # nothing frozen: no (eval)
+    freeze(model, depth=2)
+    text = str(trainable_summary(model)).splitlines()
+    assert text[0] == f"{'layer':<10} {'type':<14} {'params':>9} {'trainable':>10}"
+    assert text[1] == f"{'0':<10} {'Flatten':<14} {0:>9,} {0:>10,}"
+    assert text[3] == f"{'2':<10} {'BatchNorm1d (eval)':<14} {16:>9,} {0:>10,}"
+    assert len(text) == 1 + 7 + 1 and "frozen: 120" in text[-1]

@@ -48,7 +48,7 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
     "distill": (["distill.py"], ["tests/test_distill.py"]),
     "rates": (["transfer/rates.py"], ["tests/test_transfer.py"]),
     "cut": (["transfer/cut.py"], ["tests/test_transfer.py", "tests/test_transfer_modes.py"]),
-    "freeze": (["transfer/freeze.py"], ["tests/test_transfer.py"]),
+    "freeze": (["transfer/freeze.py"], ["tests/test_transfer.py", "tests/test_transfer_modes.py"]),
     "autoencoder": (["transfer/autoencoder.py"], ["tests/test_transfer.py"]),
     "compare": (["compare.py"], ["tests/test_compare.py"]),
     "agreement": (["agreement.py"], ["tests/test_agreement.py"]),
