@@ -881,6 +881,7 @@ def test_the_unfreeze_warning_word_for_word():
     with pytest.warns(UserWarning) as record:
         opt.step()
     assert [type(w.message) for w in record] == [UserWarning]
+    assert record[0].filename == __file__  # stacklevel: the caller's opt.step(), not torch's hook
     assert str(record[0].message) == (
         "unfreeze() made ['1.weight', '1.bias'] trainable, but this Adam does not hold them: they will not "
         "move. Pass `optimizer=` to unfreeze(), call optimizer.add_param_group(...), or build the optimizer "
@@ -912,3 +913,15 @@ def test_the_summary_prints_a_table_and_marks_only_frozen_batchnorm_as_eval():
     assert text[1] == f"{'0':<10} {'Flatten':<14} {0:>9,} {0:>10,}"
     assert text[3] == f"{'2':<10} {'BatchNorm1d (eval)':<14} {16:>9,} {0:>10,}"
     assert len(text) == 1 + 7 + 1 and "frozen: 120" in text[-1]
+
+
+def test_unfreeze_adds_what_it_unfroze_not_what_was_trainable_before_and_not_held():
+    """Mutation survivors: layers trainable before the call that the optimizer does not hold (here layer 4)
+    are the caller's choice and are not added; layers still frozen (layer 2) are not added either."""
+    model = bn_mlp()
+    freeze(model, depth=3)  # layers 1, 2 and 4
+    unfreeze(model, names="4")
+    opt = torch.optim.SGD(model[6].parameters(), lr=0.05)  # holds only the head
+    unfreeze(model, names="1", optimizer=opt)
+    added = [id(p) for p in opt.param_groups[-1]["params"]]
+    assert added == [id(p) for p in model[1].parameters()]

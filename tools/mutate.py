@@ -118,7 +118,15 @@ _ASSERT_FOR_MYPY = (
     "`assert t is not None or b is not None` for `and`: reached only when both are not None (fail raised"
     " otherwise); the assert is there for the type checker"
 )
+_DEFAULT_CATEGORY = "warnings.warn's category given as None or left out: both mean UserWarning"
+_HANDLE_SET = "handle starts as '' instead of None: it is the hook's handle before any optimizer can step"
 EQUIVALENT: dict[str, str] = {
+    "dltricks.transfer.freeze.x__watch_optimizers__mutmut_22": _DEFAULT_CATEGORY,
+    "dltricks.transfer.freeze.x__watch_optimizers__mutmut_25": _DEFAULT_CATEGORY,
+    "dltricks.transfer.freeze.x__watch_optimizers__mutmut_26": _TRAMPOLINE,
+    "dltricks.transfer.freeze.x__watch_optimizers__mutmut_33": _TRAMPOLINE,
+    "dltricks.transfer.freeze.x__watch_optimizers__mutmut_7": _HANDLE_SET,
+    "dltricks.transfer.freeze.x_unfreeze__mutmut_33": _NONE_IS_FALSE,
     "dltricks.compare.xǁPairedComparisonǁdescribe__mutmut_9": "lstrip('XX+XX') strips the characters X and +:"
     " a formatted number never starts with X, so it strips the same '+' as lstrip('+')",
     "dltricks.tuning.x_paired_outcomes__mutmut_53": _ASSERT_FOR_MYPY,
