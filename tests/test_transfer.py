@@ -28,6 +28,7 @@ from dltricks.transfer import (
     trainable_summary,
     unfreeze,
 )
+from dltricks.transfer.autoencoder import Autoencoder
 
 HAVE_TF = importlib.util.find_spec("tensorflow") is not None
 
@@ -925,3 +926,45 @@ def test_unfreeze_adds_what_it_unfroze_not_what_was_trainable_before_and_not_hel
     unfreeze(model, names="1", optimizer=opt)
     added = [id(p) for p in opt.param_groups[-1]["params"]]
     assert added == [id(p) for p in model[1].parameters()]
+
+
+_X6 = torch.randn(8, 6, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (lambda: Autoencoder("e", nn.Linear(3, 6)), TypeError,
+         "`encoder` must be a torch.nn.Module. Received: encoder='e'"),
+        (lambda: Autoencoder(nn.Linear(6, 3), "d"), TypeError,
+         "`decoder` must be a torch.nn.Module. Received: decoder='d'"),
+        (lambda: pretrain_autoencoder(nn.Linear(6, 3), nn.Linear(3, 6), [1.0], epochs=1), TypeError,
+         "`images` must be a torch.Tensor of unlabeled inputs. Received: images=[1.0]"),
+        (lambda: pretrain_autoencoder(nn.Linear(6, 3), nn.Linear(3, 6), _X6, epochs=0), ValueError,
+         "`epochs` must be an integer >= 1. Received: epochs=0"),
+        (lambda: pretrain_autoencoder(nn.Linear(6, 3), nn.Linear(3, 6), _X6, epochs=1, lr=0.0), ValueError,
+         "`lr` must be a real number in (0, inf). Received: lr=0.0"),
+        (lambda: pretrain_autoencoder(nn.Linear(6, 3), nn.Linear(3, 6), _X6, epochs=1, batch_size=0),
+         ValueError, "`batch_size` must be an integer >= 1. Received: batch_size=0"),
+        (lambda: pretrain_autoencoder(nn.Linear(6, 3), nn.Linear(3, 5), _X6, epochs=1), ValueError,
+         "`decoder` must be a module whose output has the input's shape (6,). Received: decoder=(5,)"),
+    ],
+)  # fmt: skip
+def test_autoencoder_refusals_word_for_word(call, error, message):
+    assert _refusal(call) == (error, message)
+
+
+def test_autoencoder_defaults_are_adam_at_1e3_batches_of_128_and_seed_0():
+    """Mutation survivors of the defaults: a default run equals the run with them spelled out, and each one
+    matters (another rate, batch size or seed gives another history)."""
+    x = torch.randn(300, 6, generator=torch.Generator().manual_seed(1))
+
+    def losses(**kw):
+        torch.manual_seed(0)
+        enc, dec = nn.Linear(6, 3), nn.Linear(3, 6)
+        return pretrain_autoencoder(enc, dec, x, epochs=2, **kw)[1]["loss"]
+
+    default = losses()
+    assert default == losses(lr=1e-3, batch_size=128, seed=0, device="cpu")
+    for other in (dict(lr=1e-2), dict(batch_size=64), dict(seed=1)):
+        assert losses(**other) != default, other
