@@ -381,3 +381,10 @@ def test_from_correct_accepts_zero_one_integers_as_well_as_booleans():
     """Mutation survivor (issue 25): 0/1 integer arrays are read as booleans, zeros included."""
     t, b = np.array([[1, 0, 1, 1], [0, 0, 1, 1]]), np.array([[1, 1, 0, 1], [0, 1, 1, 1]])
     assert PairedOutcomes.from_correct(t, b) == PairedOutcomes.from_correct(t.astype(bool), b.astype(bool))
+
+
+def test_from_correct_refuses_an_object_array_even_of_zeros_and_ones():
+    """Mutation survivor (issue 25): only boolean or numeric arrays are read; an object array is refused."""
+    t = np.array([[0, 1], [1, 1]], dtype=object)
+    with pytest.raises(TypeError, match="`treatment_correct` must be booleans"):
+        PairedOutcomes.from_correct(t, t.astype(bool))

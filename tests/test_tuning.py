@@ -730,3 +730,9 @@ def test_correct_refusals_and_acceptances_the_mutants_found():
     # tune passes higher_is_better on with per-image correctness too: losses cannot carry it.
     with pytest.raises(ValueError, match="given only for accuracies"):
         tune("l", lambda c, s: (0.5, 0.5, [True, False]), LRS, [0], higher_is_better=False)
+
+
+def test_correct_as_an_object_array_is_refused_even_of_zeros_and_ones():
+    """Mutation survivor (issue 25): only boolean or numeric arrays are read."""
+    with pytest.raises(TypeError, match="`correct` must be booleans"):
+        from_scores("a", LRS[:1], [0], [[0.5]], [[0.5]], correct=np.array([[[0, 1]]], dtype=object))
