@@ -308,3 +308,31 @@ def test_nccl_launch_on_a_gpu():
     model, x, y = _problem()
     res = launch(train_data_parallel, 1, (model.cuda(), x.cuda(), y.cuda()), backend="nccl", timeout=120)
     assert torch.isfinite(res[0]["losses"]).all()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        (dict(world_size=0), ValueError, "`world_size` must be an integer >= 1. Received: world_size=0"),
+        (dict(world_size=2, seed="a"), TypeError, "`seed` must be an integer. Received: seed='a'"),
+        (
+            dict(world_size=2, drop_last=1),
+            TypeError,
+            "`drop_last` must be True or False. Received: drop_last=1",
+        ),
+        (dict(world_size=2, shuffle=1), TypeError, "`shuffle` must be True or False. Received: shuffle=1"),
+    ],
+)
+def test_shard_indices_refusals_word_for_word(kwargs, error, message):
+    """Mutation survivors of distributed/sharding.py (issue 25)."""
+    with pytest.raises(error) as raised:
+        shard_indices(10, 0, **kwargs)
+    assert str(raised.value) == message
+
+
+def test_shard_indices_defaults_are_epoch_0_seed_0_shuffled_and_padded():
+    default = shard_indices(10, 1, 4)
+    assert torch.equal(default, shard_indices(10, 1, 4, epoch=0, seed=0, shuffle=True, drop_last=False))
+    assert not torch.equal(default, shard_indices(10, 1, 4, epoch=1))
+    assert not torch.equal(default, shard_indices(10, 1, 4, seed=1))
+    assert default.numel() == 3  # ceil(10 / 4): padded, not dropped

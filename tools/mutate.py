@@ -120,7 +120,19 @@ _ASSERT_FOR_MYPY = (
 )
 _DEFAULT_CATEGORY = "warnings.warn's category given as None or left out: both mean UserWarning"
 _HANDLE_SET = "handle starts as '' instead of None: it is the hook's handle before any optimizer can step"
+_FIT_METRICS = "fit's metrics ({} or None, the default) are only computed for val or eval_train: neither here"
+_BATCHES_CHECK = "batch_size's minimum dropped: TensorBatches refuses the same value with the same message"
 EQUIVALENT: dict[str, str] = {
+    "dltricks.distributed.sharding.x_shard_indices__mutmut_108": "`total >= n` for `total > n`: at total == n"
+    " the padding concatenates one copy of the order and keeps its first n, the same indices",
+    "dltricks.transfer.autoencoder.x_pretrain_autoencoder__mutmut_33": _NONE_IS_FALSE,
+    "dltricks.transfer.autoencoder.x_pretrain_autoencoder__mutmut_45": _BATCHES_CHECK,
+    "dltricks.transfer.autoencoder.x_pretrain_autoencoder__mutmut_48": _BATCHES_CHECK,
+    "dltricks.transfer.autoencoder.x_pretrain_autoencoder__mutmut_53": _ONE_DEVICE,
+    "dltricks.transfer.autoencoder.x_pretrain_autoencoder__mutmut_59": _ONE_DEVICE,
+    "dltricks.transfer.autoencoder.x_pretrain_autoencoder__mutmut_105": _ONE_DEVICE + " (device dropped)",
+    "dltricks.transfer.autoencoder.x_pretrain_autoencoder__mutmut_97": _FIT_METRICS,
+    "dltricks.transfer.autoencoder.x_pretrain_autoencoder__mutmut_104": _FIT_METRICS,
     "dltricks.transfer.freeze.x__watch_optimizers__mutmut_22": _DEFAULT_CATEGORY,
     "dltricks.transfer.freeze.x__watch_optimizers__mutmut_25": _DEFAULT_CATEGORY,
     "dltricks.transfer.freeze.x__watch_optimizers__mutmut_26": _TRAMPOLINE,
