@@ -323,3 +323,22 @@ def test_start_from_epoch_ignores_exactly_that_many_epochs():
     # epochs 1 and 2 are warm-up: the 0.1 of epoch 2 must not become the best
     _, es, _, _ = run([0.2, 0.1, 0.5, 0.75], start_from_epoch=2, patience=5)
     assert (es.best, es.best_epoch, es.wait) == (0.5, 3, 1)
+
+
+@pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU: on one device .to('cpu') is a no-op"
+)
+def test_the_best_weights_are_kept_on_the_cpu_whatever_the_model_is_on():
+    # The copy lives on the CPU (GPU memory stays free), both when it is taken and when a state is loaded;
+    # restoring puts it back on the model's device. (tools/mutate.py lists the CPU-only equivalents.)
+    torch.manual_seed(0)
+    net = torch.nn.Linear(3, 2).cuda()
+    stopper = EarlyStopping("val_loss", patience=5, restore_best_weights=True)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    fit(net, [(X.cuda(), Y.cuda())], opt, epochs=2, callbacks=[Script([1.0, 0.5]), stopper], progress=False)
+    assert {v.device.type for v in stopper.best_state.values()} == {"cpu"}
+    loaded = EarlyStopping("val_loss")
+    loaded.load_state_dict({**stopper.state_dict(),
+                            "best_state": {k: v.cuda() for k, v in stopper.best_state.items()}})  # fmt: skip
+    assert {v.device.type for v in loaded.best_state.values()} == {"cpu"}
+    assert {p.device.type for p in net.parameters()} == {"cuda"}
