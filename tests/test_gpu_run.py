@@ -12,8 +12,9 @@ environment cannot be copied, and each half runs the real script:
 2. The run itself, on this project's venv as the "device python" (``INSTALL=0``, ``DEVICE=cpu``, the smoke
    profile; the GPU chapter's quick profile stands in for the full one): the full-profile step is cut off at
    its time limit (its partial notebook and results must come back, marked failed), one quick chapter runs
-   to the end, its claim tests run on its results, and the timing table is written as it goes. The claim tests accept only the quick and full profiles, so at the
-   smoke profile some of them fail by design; the rehearsal checks that they ran, not their verdict.
+   to the end, its claim tests run on its results, and the timing table is written as it goes. The claim
+   tests accept only the quick and full profiles, so at the smoke profile some of them fail by design; the
+   rehearsal checks that they ran, not their verdict.
 
 Cost, measured on this two-core machine while others were using it: part 1 took 23 s with ``.whl/`` present
 and 98 s when device-prep.sh had to download it (19 MB); part 2 took 343 s at a load average of 9 (one
