@@ -90,10 +90,13 @@ def test_the_optimizer_table_names_the_measured_winner(opt):
     assert margin.verdict != "hurts"  # the winner has the higher mean
 
 
-def test_with_every_rate_tuned_on_validation_the_optimizers_are_closer_than_at_their_defaults(opt):
+def test_with_every_rate_tuned_on_validation_the_optimizers_are_no_further_apart_than_at_their_defaults(opt):
     # Every optimizer had the same three-rate budget, chosen on validation (the tuned comparisons recompute
-    # the choice from the recorded grids); the argument of the section is that the default-rate ranking
-    # mostly measures the defaults: the best-to-worst spread over the same optimizers narrows once tuned.
+    # the choice from the recorded grids). What the section's argument needs at every budget: tuning never
+    # clearly widens the best-to-worst spread and narrows it in most seeds. At quick's short budget (376
+    # steps a run) the narrowing is large (10.4% -> 3.9% at seeds 0-2): the defaults decide that ranking.
+    # At full's 15,640 steps the optimizers start closer (2.0%) and tuning's narrowing is within the
+    # spread (-0.6% +- 0.5%, 4 of 5 seeds), which the page's wording follows.
     for key in ("cmp_tuned_margin", "cmp_tuned_sgdm_vs_adam"):
         result = tuned_comparison(opt, key)
         assert all(len(opt["results"][key]["tuning"][r]["configs"]) == 3 for r in ("treatment", "baseline"))
@@ -103,8 +106,22 @@ def test_with_every_rate_tuned_on_validation_the_optimizers_are_closer_than_at_t
     assert grid["name"] == opt["results"]["cmp_tuned_winner"]["value"]
     assert tuned_comparison(opt, "cmp_tuned_margin").verdict != "hurts"
     spread = comparison(opt, "cmp_spread_change")
-    assert spread.verdict == "helps", spread.describe("{:+.1%}")
-    assert np.all(values(opt, "cmp_spread_tuned") < values(opt, "cmp_spread_default"))
+    assert spread.verdict != "hurts", spread.describe("{:+.1%}")
+    narrower = values(opt, "cmp_spread_tuned") < values(opt, "cmp_spread_default")
+    assert narrower.sum() > len(narrower) / 2, narrower
+    if opt["profile"] == "quick":
+        assert spread.verdict == "helps", spread.describe("{:+.1%}")
+    # The reading follows the verdict, and the largest gain is the recorded one.
+    words = opt["results"]["cmp_spread_reading"]["value"]
+    assert ("most of what the first table shows is the default rates" in words) == (spread.verdict == "helps")
+    prefix = "cmp_tuned_test_"
+    tuned_keys = [k.removeprefix(prefix) for k in opt["results"] if k.startswith(prefix)]
+    assert len(tuned_keys) == values(opt, "cmp_n_tuned")[0]
+    gains = [
+        (values(opt, f"cmp_tuned_test_{key}") - values(opt, f"cmp_default_test_{key}")).mean()
+        for key in tuned_keys
+    ]
+    assert np.isclose(values(opt, "cmp_gain_top")[0], max(gains))
 
 
 def test_every_worded_comparison_matches_the_shared_rule(opt):
