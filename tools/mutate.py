@@ -123,6 +123,20 @@ _HANDLE_SET = "handle starts as '' instead of None: it is the hook's handle befo
 _FIT_METRICS = "fit's metrics ({} or None, the default) are only computed for val or eval_train: neither here"
 _BATCHES_CHECK = "batch_size's minimum dropped: TensorBatches refuses the same value with the same message"
 EQUIVALENT: dict[str, str] = {
+    **{
+        f"dltricks.distributed.cost.x_{fn}__mutmut_{n}": _NONE_IS_FALSE
+        for fn, n in (
+            ("predicted_step_seconds", 7),
+            ("predicted_step_seconds", 30),
+            ("scaling_efficiency", 5),
+            ("scaling_efficiency", 18),
+        )
+    },
+    **{
+        f"dltricks.distributed.cost.x_predicted_step_seconds__mutmut_{n}": "world_size's minimum dropped:"
+        " ring_allreduce_bytes, called next with the same world_size, refuses 0 with the same message"
+        for n in (19, 22)
+    },
     "dltricks.distributed.sharding.x_shard_indices__mutmut_108": "`total >= n` for `total > n`: at total == n"
     " the padding concatenates one copy of the order and keeps its first n, the same indices",
     "dltricks.transfer.autoencoder.x_pretrain_autoencoder__mutmut_33": _NONE_IS_FALSE,
