@@ -33,6 +33,24 @@ def outcomes_of(settings: dict) -> PairedOutcomes | None:
     return None if recorded is None else PairedOutcomes(**recorded)
 
 
+def assert_paired_outcomes(
+    run: dict, key: str, *, n_seeds: int | None = None, n_test: int | None = None
+) -> None:
+    """Assert that accuracy comparison ``key`` used the paired sampling error of the images both arms saw.
+
+    Its recorded per-image outcomes (counts of the per-image difference, see
+    :class:`dltricks.compare.PairedOutcomes`) must exist, cover ``n_seeds`` seeds (default: the run's) and
+    sum to ``n_test`` images (default: the comparison's recorded ``n_test``, which must be set): a
+    comparison recorded without them falls back on the binomial error of one accuracy.
+    """
+    settings = run["results"][key]["comparison"]
+    outcomes = settings["outcomes"]
+    assert outcomes is not None, f"{key}: no per-image outcomes, so its error is the binomial stand-in"
+    assert outcomes["n_seeds"] == (len(run["seeds"]) if n_seeds is None else n_seeds), key
+    images = settings["n_test"] if n_test is None else n_test
+    assert images is not None and sum(outcomes["counts"]) == images, (key, images)
+
+
 def comparison(run: dict, key: str) -> PairedComparison:
     """Recompute a comparison recorded by ``dltricks.book.record_comparison`` from its two recorded arms.
 

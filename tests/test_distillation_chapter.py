@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from chapter_results import check_run_metadata, comparison, tuned_comparison, values
+from chapter_results import assert_paired_outcomes, check_run_metadata, comparison, tuned_comparison, values
 
 pytestmark = pytest.mark.book
 SOURCE = (Path(__file__).resolve().parents[1] / "book" / "distillation.md").read_text(encoding="utf-8")
@@ -83,8 +83,7 @@ def test_every_comparison_verdict_is_recomputed_from_the_recorded_values(kd):
         assert f"({result.verdict}; better in {result.n_better} of {result.n} seeds)" in text, (name, text)
     for name in PAIRED + TUNED:  # test-set accuracies: the paired sampling error, not the binomial one
         if name != "omit_kd_vs_control_b1" and name != "omit_kd_vs_control_b4":
-            assert found[name]["comparison"]["outcomes"]["n_seeds"] == len(kd["seeds"]), name
-            assert sum(found[name]["comparison"]["outcomes"]["counts"]) == values(kd, "n_test")[0], name
+            assert_paired_outcomes(kd, name, n_test=values(kd, "n_test")[0])
     for name in TUNED:  # each arm's choice is redone on validation from the recorded grids
         tuned_comparison(kd, name)
 

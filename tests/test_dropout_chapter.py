@@ -6,7 +6,7 @@ import importlib.util
 
 import numpy as np
 import pytest
-from chapter_results import check_run_metadata, comparison, values
+from chapter_results import assert_paired_outcomes, check_run_metadata, comparison, values
 
 pytestmark = pytest.mark.book
 
@@ -88,10 +88,7 @@ def test_accuracy_comparisons_use_the_paired_sampling_error(drop):
     keys += [k for k, e in drop["results"].items() if k.startswith("cmp_vs_none_") and "comparison" in e]
     assert len(keys) == 9, keys
     for key in keys:
-        settings = drop["results"][key]["comparison"]
-        assert settings["outcomes"] is not None, key
-        assert settings["outcomes"]["n_seeds"] == len(drop["seeds"]), key
-        assert sum(settings["outcomes"]["counts"]) == settings["n_test"], key
+        assert_paired_outcomes(drop, key)
 
 
 @pytest.mark.keras

@@ -10,7 +10,7 @@ import importlib.util
 
 import numpy as np
 import pytest
-from chapter_results import check_run_metadata, comparison, values
+from chapter_results import assert_paired_outcomes, check_run_metadata, comparison, values
 
 pytestmark = pytest.mark.book
 
@@ -111,10 +111,7 @@ def test_accuracy_comparisons_use_the_paired_sampling_error(gen):
     # Both arms are scored on the same test images: each accuracy comparison records which images each seed's
     # models got right (as counts of the per-image difference), so its margin is the paired error.
     for key in ("wd_test_acc_change", "l1_minus_l2_acc"):
-        settings = gen["results"][key]["comparison"]
-        assert settings["outcomes"] is not None, key
-        assert settings["outcomes"]["n_seeds"] == len(gen["seeds"]), key
-        assert sum(settings["outcomes"]["counts"]) == settings["n_test"], key
+        assert_paired_outcomes(gen, key)
 
 
 def test_minimum_norm_fits_show_a_second_descent_past_interpolation(gen):

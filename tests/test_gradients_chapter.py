@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import pytest
-from chapter_results import check_run_metadata, comparison, values
+from chapter_results import assert_paired_outcomes, check_run_metadata, comparison, values
 
 pytestmark = pytest.mark.book
 
@@ -129,7 +129,4 @@ def test_accuracy_comparisons_use_the_paired_sampling_error(grad):
     optional = ("deep_relu_vs_tanh", "rnn_value_vs_norm")
     sometimes = [k for k in optional if "comparison" in grad["results"].get(k, {})]
     for key in always + sometimes:
-        settings = grad["results"][key]["comparison"]
-        assert settings["outcomes"] is not None, key
-        assert settings["outcomes"]["n_seeds"] == len(grad["seeds"]), key
-        assert sum(settings["outcomes"]["counts"]) == settings["n_test"], key
+        assert_paired_outcomes(grad, key)

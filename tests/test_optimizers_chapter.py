@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from chapter_results import check_run_metadata, comparison, tuned_comparison, values
+from chapter_results import assert_paired_outcomes, check_run_metadata, comparison, tuned_comparison, values
 
 pytestmark = pytest.mark.book
 
@@ -211,11 +211,7 @@ def test_every_accuracy_comparison_uses_the_paired_sampling_error_of_its_images(
         "cmp_tuned_margin", "cmp_tuned_sgdm_vs_adam",
     ] + [f"sched_vs_constant_{k}" for k in schedules]  # fmt: skip
     for key in keys:
-        settings = opt["results"][key]["comparison"]
-        outcomes = settings["outcomes"]
-        assert outcomes is not None, key
-        assert outcomes["n_seeds"] == len(opt["seeds"]), key
-        assert settings["n_test"] is not None and sum(outcomes["counts"]) == settings["n_test"], key
+        assert_paired_outcomes(opt, key)
         (tuned_comparison if "tuning" in opt["results"][key] else comparison)(opt, key)
     assert opt["results"]["cmp_margin"]["comparison"]["n_test"] == values(opt, "n_val")[0]
     # Only the comparisons that are not accuracies on a fixed set of images keep no outcomes.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from chapter_results import check_run_metadata, comparison, values
+from chapter_results import assert_paired_outcomes, check_run_metadata, comparison, values
 
 pytestmark = pytest.mark.book
 
@@ -151,11 +151,7 @@ def test_every_accuracy_comparison_uses_the_paired_sampling_error_of_its_example
         "conv_swap_vs_32",
     ]  # fmt: skip
     for key in keys:
-        settings = recipe["results"][key]["comparison"]
-        outcomes = settings["outcomes"]
-        assert outcomes is not None, key
-        assert outcomes["n_seeds"] == len(recipe["seeds"]), key
-        assert settings["n_test"] is not None and sum(outcomes["counts"]) == settings["n_test"], key
+        assert_paired_outcomes(recipe, key)
         comparison(recipe, key)
     assert (
         recipe["results"]["ns_acc_leftout_vs_forced"]["comparison"]["n_test"]

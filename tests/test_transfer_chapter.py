@@ -13,7 +13,7 @@ import importlib.util
 
 import numpy as np
 import pytest
-from chapter_results import tuned_comparison, values
+from chapter_results import assert_paired_outcomes, tuned_comparison, values
 
 pytestmark = pytest.mark.book
 
@@ -86,10 +86,7 @@ def test_every_comparison_uses_the_paired_sampling_error_of_its_test_images(tl):
     """The test-set error of each comparison is the paired one, from which images each arm's chosen runs got
     right (PairedOutcomes), not the binomial error of one accuracy: every arm is scored on the same images."""
     for key in (k for k, e in tl["results"].items() if "comparison" in e):
-        cmp = tl["results"][key]["comparison"]
-        assert cmp["outcomes"] is not None, key
-        assert cmp["outcomes"]["n_seeds"] == len(cmp["treatment"]), key
-        assert sum(cmp["outcomes"]["counts"]) == cmp["n_test"], key
+        assert_paired_outcomes(tl, key, n_seeds=len(tl["results"][key]["comparison"]["treatment"]))
 
 
 @pytest.mark.parametrize("key", REUSE)
