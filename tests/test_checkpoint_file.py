@@ -169,6 +169,28 @@ def test_latest_warns_at_the_callers_line_and_skips_to_a_good_file(tmp_path):
     assert not bad.exists() and (tmp_path / f"{bad.name}.corrupt").exists()
 
 
+def test_a_resume_that_must_not_fall_back_refuses_with_every_file_and_its_fault_word_for_word(tmp_path):
+    # refuse=True is what fit's resume uses: a request to resume that no file can honour raises, naming
+    # each file (newest first) and why, and leaves the files as they were.
+    older, newer = tmp_path / "ckpt-000000001.pt", tmp_path / "ckpt-000000002.pt"
+    older.write_bytes(b"")
+    save_checkpoint(newer, {"a": 1})
+    newer.write_bytes(newer.read_bytes()[:-3])
+    size = newer.stat().st_size - HEADER_SIZE
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # refused, not warned about
+        with pytest.raises(CheckpointError) as info:
+            cf._newest_good(tmp_path, quarantine=True, refuse=True)
+    assert str(info.value) == (
+        f"cannot resume from {tmp_path}: none of its 2 checkpoint(s) can be loaded ("
+        f"{newer} is truncated: its archive has {size} bytes, the header says {size + 3}; "
+        f"{older} is truncated: the file is empty). Nothing was renamed or deleted. Repair or remove them to "
+        "start afresh, or resume from a checkpoint file that verifies"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == [older.name, newer.name]
+    assert cf._newest_good(tmp_path / "empty", refuse=True) is None  # nothing to resume from: no refusal
+
+
 def test_the_kill_hook_counts_saves_and_parses_its_spec(monkeypatch):
     monkeypatch.setattr(cf, "_saves", 0)
     monkeypatch.delenv("DLTRICKS_TEST_KILL_DURING_SAVE", raising=False)
